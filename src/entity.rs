@@ -1,0 +1,194 @@
+//! Entity keys: the names of everything that has its own counters and budget.
+//!
+//! A key is written `kind:id` — `user:<auth0 sub>`, `org:<uuid>`,
+//! `ip:<normalised address>`, `fp:<fingerprint>`. The key is the unit of
+//! ownership: one actor per key, one owner node per key in a cluster.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Longest id accepted after the `kind:` prefix. Auth0 subjects and browser
+/// fingerprints are far shorter; anything longer is a client bug or abuse.
+pub const MAX_ID_LEN: usize = 256;
+
+/// What kind of thing an entity is; decides its default tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EntityKind {
+    User,
+    Org,
+    Ip,
+    Fingerprint,
+}
+
+impl EntityKind {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            EntityKind::User => "user",
+            EntityKind::Org => "org",
+            EntityKind::Ip => "ip",
+            EntityKind::Fingerprint => "fp",
+        }
+    }
+
+    /// Guests (IP and fingerprint) are limited by the `guest` tier.
+    pub fn is_guest(self) -> bool {
+        matches!(self, EntityKind::Ip | EntityKind::Fingerprint)
+    }
+}
+
+/// Why a string is not a valid entity id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most {MAX_ID_LEN} bytes")]
+    TooLong,
+    #[error("must not contain control characters or whitespace")]
+    BadCharacter,
+    #[error("is not a valid IP address")]
+    BadIp,
+    #[error("must look like kind:id with kind one of user, org, ip, fp")]
+    BadKind,
+}
+
+/// A validated entity key. Cheap to clone (one `Arc`).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntityKey {
+    kind: EntityKind,
+    /// The full `kind:id` text; `kind` is kept alongside to avoid re-parsing.
+    text: Arc<str>,
+}
+
+impl EntityKey {
+    /// A user by their identity-provider subject (Auth0 `sub`).
+    pub fn user(id: &str) -> Result<Self, KeyError> {
+        Self::new(EntityKind::User, id)
+    }
+
+    /// An organisation by id.
+    pub fn org(id: &str) -> Result<Self, KeyError> {
+        Self::new(EntityKind::Org, id)
+    }
+
+    /// A guest IP address, normalised so that one address has one key
+    /// (`::ffff:1.2.3.4` and `1.2.3.4` are the same guest).
+    pub fn ip(addr: IpAddr) -> Self {
+        let addr = normalise_ip(addr);
+        EntityKey {
+            kind: EntityKind::Ip,
+            text: format!("ip:{addr}").into(),
+        }
+    }
+
+    /// Parses and normalises a textual IP address.
+    pub fn ip_str(text: &str) -> Result<Self, KeyError> {
+        let addr: IpAddr = text.trim().parse().map_err(|_| KeyError::BadIp)?;
+        Ok(Self::ip(addr))
+    }
+
+    /// A guest browser fingerprint.
+    pub fn fingerprint(fp: &str) -> Result<Self, KeyError> {
+        Self::new(EntityKind::Fingerprint, fp)
+    }
+
+    fn new(kind: EntityKind, id: &str) -> Result<Self, KeyError> {
+        validate_id(id)?;
+        Ok(EntityKey {
+            kind,
+            text: format!("{}:{id}", kind.prefix()).into(),
+        })
+    }
+
+    /// Parses a full `kind:id` key, as stored in the database.
+    pub fn parse(text: &str) -> Result<Self, KeyError> {
+        let (kind, id) = text.split_once(':').ok_or(KeyError::BadKind)?;
+        match kind {
+            "user" => Self::user(id),
+            "org" => Self::org(id),
+            "ip" => Self::ip_str(id),
+            "fp" => Self::fingerprint(id),
+            _ => Err(KeyError::BadKind),
+        }
+    }
+
+    pub fn kind(&self) -> EntityKind {
+        self.kind
+    }
+
+    /// The id without the `kind:` prefix.
+    pub fn id(&self) -> &str {
+        &self.text[self.kind.prefix().len() + 1..]
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for EntityKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Debug for EntityKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EntityKey({})", self.text)
+    }
+}
+
+fn validate_id(id: &str) -> Result<(), KeyError> {
+    if id.is_empty() {
+        return Err(KeyError::Empty);
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(KeyError::TooLong);
+    }
+    if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(KeyError::BadCharacter);
+    }
+    Ok(())
+}
+
+fn normalise_ip(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_through_text() {
+        for text in ["user:auth0|abc", "org:7f1c", "ip:203.0.113.7", "fp:fp-a", "ip:2001:db8::1"] {
+            let key = EntityKey::parse(text).expect(text);
+            assert_eq!(key.as_str(), text);
+            assert_eq!(EntityKey::parse(key.as_str()).expect(text), key);
+        }
+    }
+
+    #[test]
+    fn mapped_ipv4_is_the_same_guest() {
+        assert_eq!(
+            EntityKey::ip_str("::ffff:203.0.113.7").unwrap(),
+            EntityKey::ip_str("203.0.113.7").unwrap()
+        );
+        assert_eq!(EntityKey::ip_str("203.0.113.7").unwrap().id(), "203.0.113.7");
+    }
+
+    #[test]
+    fn bad_ids_are_named() {
+        assert_eq!(EntityKey::user(""), Err(KeyError::Empty));
+        assert_eq!(EntityKey::user("a b"), Err(KeyError::BadCharacter));
+        assert_eq!(EntityKey::user(&"x".repeat(300)), Err(KeyError::TooLong));
+        assert_eq!(EntityKey::ip_str("999.1.1.1"), Err(KeyError::BadIp));
+        assert_eq!(EntityKey::parse("team:x"), Err(KeyError::BadKind));
+    }
+}

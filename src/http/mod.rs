@@ -1,0 +1,71 @@
+//! The HTTP edge: axum routes for API v1. Handlers parse and authorise,
+//! call a service, and shape the answer; every error is mapped here once.
+
+pub mod admin;
+pub mod check;
+pub mod error;
+pub mod extract;
+pub mod ops;
+pub mod status;
+pub mod subject;
+pub mod usage;
+pub mod views;
+
+use crate::catalog::Catalog;
+use crate::identity::Authenticator;
+use crate::ledger::Ledger;
+use crate::router::EntityRouter;
+use crate::store::Store;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post, put};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub router: EntityRouter,
+    pub catalog: Arc<Catalog>,
+    pub ledger: Ledger,
+    pub store: Store,
+    pub auth: Authenticator,
+    /// How long an unsettled reservation holds its estimate.
+    pub hold_ttl_ms: i64,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// All routes.
+pub fn routes(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/check", post(check::check))
+        .route("/v1/usage", post(usage::record))
+        .route("/v1/reservations/{id}", delete(usage::release))
+        .route("/v1/status", get(status::status))
+        .route("/v1/tiers", get(admin::list_tiers))
+        .route("/v1/tiers/{name}", get(admin::get_tier).put(admin::put_tier))
+        .route("/v1/users/{id}", put(admin::put_user))
+        .route(
+            "/v1/users/{id}/budget",
+            put(admin::put_user_budget).delete(admin::delete_user_budget),
+        )
+        .route("/v1/prices/{model}", get(admin::get_price).put(admin::put_price))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    tracing::error!("a request handler panicked");
+    error::ApiError::new(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error; nothing was recorded",
+    )
+    .into_response()
+}

@@ -1,0 +1,231 @@
+//! Monthly budgets with reservations (authorise, then capture).
+//!
+//! `spent` is this calendar month's committed spend, as the ledger says.
+//! `holds` are estimates reserved by admitted checks and not yet settled.
+//! A check with an estimate is admitted only if
+//! `spent + held + estimate ≤ limit`; without one, while
+//! `spent + held < limit` (the seed's rule). The only overshoot possible
+//! is actual − estimate on calls already admitted.
+
+use super::calendar::Period;
+use rust_decimal::Decimal;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// One reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    pub amount: Decimal,
+    pub expires_ms: i64,
+}
+
+/// An entity's budget state for the current period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budget {
+    limit: Option<Decimal>,
+    period: Period,
+    spent: Decimal,
+    holds: HashMap<Uuid, Hold>,
+    /// Sum of `holds` (kept so a check does not walk the map).
+    held: Decimal,
+    /// Earliest expiry among `holds` (`i64::MAX` when none).
+    next_expiry_ms: i64,
+}
+
+/// Why the budget refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverBudget {
+    /// When something will free up: the earliest hold expiry, or the
+    /// start of next month.
+    pub retry_at_ms: i64,
+}
+
+impl Budget {
+    pub fn new(limit: Option<Decimal>, period: Period, spent: Decimal) -> Self {
+        Budget {
+            limit,
+            period,
+            spent,
+            holds: HashMap::new(),
+            held: Decimal::ZERO,
+            next_expiry_ms: i64::MAX,
+        }
+    }
+
+    pub fn limit(&self) -> Option<Decimal> {
+        self.limit
+    }
+
+    pub fn set_limit(&mut self, limit: Option<Decimal>) {
+        self.limit = limit;
+    }
+
+    pub fn period(&self) -> Period {
+        self.period
+    }
+
+    /// Brings the state to `now`: a new month zeroes spend; expired holds
+    /// free themselves.
+    pub fn advance(&mut self, now_ms: i64) {
+        let period = Period::containing(now_ms);
+        if period > self.period {
+            self.period = period;
+            self.spent = Decimal::ZERO;
+        }
+        if now_ms >= self.next_expiry_ms {
+            self.holds.retain(|_, h| h.expires_ms > now_ms);
+            self.recount_holds();
+        }
+    }
+
+    fn recount_holds(&mut self) {
+        self.held = self.holds.values().map(|h| h.amount).sum();
+        self.next_expiry_ms = self.holds.values().map(|h| h.expires_ms).min().unwrap_or(i64::MAX);
+    }
+
+    pub fn spent(&self) -> Decimal {
+        self.spent
+    }
+
+    pub fn held(&self) -> Decimal {
+        self.held
+    }
+
+    pub fn has_holds(&self) -> bool {
+        !self.holds.is_empty()
+    }
+
+    /// Limit − spent − held, floored at zero; `None` without a limit.
+    pub fn remaining(&self) -> Option<Decimal> {
+        self.limit.map(|l| (l - self.spent - self.held).max(Decimal::ZERO))
+    }
+
+    /// Whether a check with this estimate may be admitted (call
+    /// [`Budget::advance`] first).
+    pub fn admits(&self, estimate: Option<Decimal>) -> Result<(), OverBudget> {
+        let Some(limit) = self.limit else {
+            return Ok(());
+        };
+        let committed = self.spent + self.held;
+        let ok = match estimate {
+            Some(e) => committed + e <= limit,
+            None => committed < limit,
+        };
+        if ok {
+            Ok(())
+        } else {
+            let retry_at_ms = self.next_expiry_ms.min(self.period.end_ms());
+            Err(OverBudget { retry_at_ms })
+        }
+    }
+
+    /// Reserves `amount` under `id` until `expires_ms`. Re-using an id
+    /// replaces its hold.
+    pub fn hold(&mut self, id: Uuid, amount: Decimal, expires_ms: i64) {
+        self.holds.insert(id, Hold { amount, expires_ms });
+        self.recount_holds();
+    }
+
+    /// Removes a hold; returns what it held (None if unknown or expired).
+    pub fn release(&mut self, id: &Uuid) -> Option<Decimal> {
+        let hold = self.holds.remove(id)?;
+        self.recount_holds();
+        Some(hold.amount)
+    }
+
+    /// Takes in a committed spend total from the ledger. Totals only grow
+    /// within a period and commits can be reported out of order, so the
+    /// larger total wins; this also makes a total that was already loaded
+    /// from the store count once, not twice.
+    pub fn observe_committed(&mut self, period: Period, total: Decimal) {
+        if period == self.period {
+            self.spent = self.spent.max(total);
+        } else if period > self.period {
+            self.period = period;
+            self.spent = total;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const T0: i64 = 1_795_838_400_000;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn estimates_fill_the_budget_exactly() {
+        let mut b = Budget::new(Some(d("1.00")), Period::containing(T0), Decimal::ZERO);
+        let mut admitted = 0;
+        for _ in 0..200 {
+            if b.admits(Some(d("0.01"))).is_ok() {
+                b.hold(Uuid::new_v4(), d("0.01"), T0 + 60_000);
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 100);
+        assert_eq!(b.remaining(), Some(Decimal::ZERO));
+        // Expired holds free themselves.
+        b.advance(T0 + 60_000);
+        assert_eq!(b.held(), Decimal::ZERO);
+        assert!(b.admits(Some(d("0.01"))).is_ok());
+    }
+
+    #[test]
+    fn without_estimate_admits_while_below_limit() {
+        let mut b = Budget::new(Some(d("1")), Period::containing(T0), d("0.99"));
+        assert!(b.admits(None).is_ok());
+        b.observe_committed(b.period(), d("1"));
+        assert!(b.admits(None).is_err());
+        // A new month starts from zero.
+        b.advance(Period::containing(T0).end_ms());
+        assert!(b.admits(None).is_ok());
+    }
+
+    #[test]
+    fn committed_totals_count_once() {
+        let p = Period::containing(T0);
+        let mut b = Budget::new(Some(d("10")), p, d("2"));
+        b.observe_committed(p, d("2"));
+        assert_eq!(b.spent(), d("2"));
+        b.observe_committed(p, d("3"));
+        b.observe_committed(p, d("2.5"));
+        assert_eq!(b.spent(), d("3"));
+    }
+
+    proptest! {
+        /// Whatever sequence of holds, releases and commits, admitted
+        /// estimates never take spent + held past the limit.
+        #[test]
+        fn never_over_commits(ops in proptest::collection::vec((0u8..3, 1u32..500), 1..200)) {
+            let p = Period::containing(T0);
+            let limit = d("10");
+            let mut b = Budget::new(Some(limit), p, Decimal::ZERO);
+            let mut ids = Vec::new();
+            for (op, cents) in ops {
+                let amount = Decimal::new(cents.into(), 2);
+                match op {
+                    0 => if b.admits(Some(amount)).is_ok() {
+                        let id = Uuid::new_v4();
+                        b.hold(id, amount, T0 + 1000);
+                        ids.push((id, amount));
+                    },
+                    1 => if let Some((id, amount)) = ids.pop() {
+                        // Settle at exactly the estimate.
+                        prop_assert_eq!(b.release(&id), Some(amount));
+                        let total = b.spent() + amount;
+                        b.observe_committed(p, total);
+                    },
+                    _ => if let Some((id, _)) = ids.pop() { b.release(&id); },
+                }
+                prop_assert!(b.spent() + b.held() <= limit);
+                prop_assert_eq!(b.held(), ids.iter().map(|(_, a)| *a).sum::<Decimal>());
+            }
+        }
+    }
+}

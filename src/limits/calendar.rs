@@ -1,0 +1,117 @@
+//! Calendar arithmetic in UTC: billing periods (calendar months) and the
+//! 24 h day window. Times are Unix milliseconds (`i64`) so the pure logic
+//! needs no clock and no time zone database.
+
+use std::fmt;
+use time::{Date, Month, OffsetDateTime, Time};
+
+/// Milliseconds in the fixed day window.
+pub const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// A calendar month in UTC: the budget period and the monthly window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Period {
+    pub year: i32,
+    /// 1..=12
+    pub month: u8,
+}
+
+impl Period {
+    /// The month containing `ms` (Unix milliseconds, UTC).
+    pub fn containing(ms: i64) -> Period {
+        let dt = datetime(ms);
+        Period {
+            year: dt.year(),
+            month: u8::from(dt.month()),
+        }
+    }
+
+    /// First millisecond of the month.
+    pub fn start_ms(self) -> i64 {
+        month_start_ms(self.year, self.month)
+    }
+
+    /// First millisecond of the next month (exclusive end).
+    pub fn end_ms(self) -> i64 {
+        self.next().start_ms()
+    }
+
+    pub fn next(self) -> Period {
+        if self.month == 12 {
+            Period {
+                year: self.year + 1,
+                month: 1,
+            }
+        } else {
+            Period {
+                year: self.year,
+                month: self.month + 1,
+            }
+        }
+    }
+
+    /// Parses the `YYYY-MM` form used in the database.
+    pub fn parse(text: &str) -> Option<Period> {
+        let (y, m) = text.split_once('-')?;
+        let year: i32 = y.parse().ok()?;
+        let month: u8 = m.parse().ok()?;
+        ((1..=12).contains(&month) && (1970..=9999).contains(&year)).then_some(Period { year, month })
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
+}
+
+fn datetime(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn month_start_ms(year: i32, month: u8) -> i64 {
+    let month = Month::try_from(month).unwrap_or(Month::January);
+    let date = Date::from_calendar_date(year, month, 1).unwrap_or(Date::MIN);
+    let ts = date.with_time(Time::MIDNIGHT).assume_utc().unix_timestamp_nanos();
+    (ts / 1_000_000) as i64
+}
+
+/// RFC 3339 text for a Unix-millisecond instant (for `resets_at`).
+pub fn rfc3339(ms: i64) -> String {
+    datetime(ms)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn months_have_the_right_bounds() {
+        // 2026-11-28T04:00:00Z
+        let now = 1_795_838_400_000;
+        let p = Period::containing(now);
+        assert_eq!(p.to_string(), "2026-11");
+        assert_eq!(rfc3339(p.start_ms()), "2026-11-01T00:00:00Z");
+        assert_eq!(rfc3339(p.end_ms()), "2026-12-01T00:00:00Z");
+        assert_eq!(Period::parse("2026-12").unwrap().next().to_string(), "2027-01");
+        assert_eq!(Period::parse("2026-13"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn every_instant_is_inside_its_period(ms in 0i64..4_102_444_800_000) {
+            let p = Period::containing(ms);
+            prop_assert!(p.start_ms() <= ms && ms < p.end_ms());
+            prop_assert_eq!(Period::containing(p.end_ms()), p.next());
+            prop_assert_eq!(Period::parse(&p.to_string()), Some(p));
+        }
+    }
+}

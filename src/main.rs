@@ -1,0 +1,85 @@
+//! The `tollgate` command: `serve` runs a node, `migrate` prepares a database.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tollgate::config::{DatabaseConfig, ServeConfig};
+use tollgate::node::Node;
+use tollgate::store::Store;
+
+/// Tollgate decides whether each user, organisation or guest of a chat API
+/// may send the next message and can afford it, and records what each model
+/// call really cost.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node (HTTP API on --listen).
+    Serve(ServeConfig),
+    /// Apply database migrations and exit.
+    Migrate(DatabaseConfig),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(config) => serve(config).await,
+            Command::Migrate(db) => {
+                let store = Store::open(&db.database_url).await.context("migrating the database")?;
+                eprintln!("migrations applied ({})", store.backend());
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let node = Node::start(&config).await.context("starting the node")?;
+    if let Some(token) = node.generated_admin_token() {
+        eprintln!(
+            "\nNo admin token was configured, so one was generated. It is shown only now; only its hash is stored:\n\n    {token}\n\nUse it as `Authorization: Bearer <token>`.\n"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, database = node.state().store.backend(), "tollgate serving");
+    node.serve(listener, shutdown_signal()).await.context("serving")?;
+    tracing::info!("stopped cleanly; all counters flushed");
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests, then flushing");
+}

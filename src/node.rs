@@ -1,0 +1,157 @@
+//! A Tollgate node: the store, the catalogue, the entity actors, the
+//! flusher, the ledger and the HTTP API, started and stopped together.
+
+use crate::actor::{ActorDeps, EntitySupervisor};
+use crate::catalog::Catalog;
+use crate::config::ServeConfig;
+use crate::http::{self, AppState};
+use crate::identity::admin_token::{self, AdminTokenSource};
+use crate::identity::Authenticator;
+use crate::ledger::Ledger;
+use crate::router::deltas::CounterDeltas;
+use crate::router::flusher::Flusher;
+use crate::router::{EntityRouter, LocalEntities, PassivationPolicy, spawn_sweeper};
+use crate::store::{Store, StoreError};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use ractor::Actor;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("could not start the entity supervisor: {0}")]
+    Supervisor(String),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A started node (not yet serving HTTP).
+pub struct Node {
+    state: Arc<AppState>,
+    flusher: Arc<Flusher>,
+    local: Arc<LocalEntities>,
+    tasks: Vec<JoinHandle<()>>,
+    generated_admin_token: Option<String>,
+}
+
+impl Node {
+    /// Opens the store (migrating it), loads the catalogue and starts the
+    /// background tasks.
+    pub async fn start(config: &ServeConfig) -> Result<Node, NodeError> {
+        let store = Store::open(&config.database.database_url).await?;
+        let catalog = Arc::new(Catalog::new(store.load_tiers().await?, store.load_prices().await?));
+        let (admin, source) = admin_token::resolve(&store, config.admin_token.as_deref()).await?;
+        let generated_admin_token = match source {
+            AdminTokenSource::Generated(secret) => Some(secret),
+            _ => None,
+        };
+
+        let deltas = Arc::new(CounterDeltas::default());
+        let flusher = Arc::new(Flusher::new(deltas.clone(), store.clone()));
+        let (supervisor, _) = Actor::spawn(None, EntitySupervisor, ())
+            .await
+            .map_err(|e| NodeError::Supervisor(e.to_string()))?;
+        let deps = ActorDeps {
+            store: store.clone(),
+            catalog: catalog.clone(),
+            deltas,
+            flusher: flusher.clone(),
+        };
+        let local = Arc::new(LocalEntities::new(supervisor.get_cell(), deps));
+        let policy = PassivationPolicy {
+            idle_timeout: config.idle_timeout(),
+            max_entities: usize::try_from(config.max_entities).unwrap_or(usize::MAX),
+            sweep_every: (config.idle_timeout() / 10).clamp(Duration::from_millis(200), Duration::from_secs(10)),
+        };
+        let tasks = vec![
+            flusher.clone().spawn(config.flush_interval()),
+            spawn_sweeper(local.clone(), policy),
+        ];
+        let ledger_concurrency = if matches!(store, Store::Postgres(_)) { 4 } else { 1 };
+        let state = Arc::new(AppState {
+            router: EntityRouter::new(local.clone()),
+            catalog,
+            ledger: Ledger::spawn(store.clone(), ledger_concurrency),
+            store,
+            auth: Authenticator {
+                admin,
+                trusted_proxies: config.trusted_proxies.clone(),
+            },
+            hold_ttl_ms: i64::try_from(config.hold_ttl_s * 1000).unwrap_or(i64::MAX),
+            metrics: Some(metrics_handle().clone()),
+        });
+        Ok(Node {
+            state,
+            flusher,
+            local,
+            tasks,
+            generated_admin_token,
+        })
+    }
+
+    /// The admin token, if this start generated it (show it once).
+    pub fn generated_admin_token(&self) -> Option<&str> {
+        self.generated_admin_token.as_deref()
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    pub fn entities(&self) -> &Arc<LocalEntities> {
+        &self.local
+    }
+
+    /// The axum app.
+    pub fn app(&self) -> axum::Router {
+        http::routes(self.state.clone())
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` completes, then shuts
+    /// down gracefully: stop accepting, finish in-flight requests, wait for
+    /// ledger commits, flush every counter delta.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
+        let app = self.app().into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+        self.shutdown().await
+    }
+
+    /// Final flush and stop (after the HTTP server has stopped).
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        self.state.ledger.drain().await;
+        for task in &self.tasks {
+            task.abort();
+        }
+        // Retry a few times: a shutdown must not drop counts because the
+        // database blinked.
+        let mut result = self.flusher.flush().await;
+        for _ in 0..5 {
+            if result.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            result = self.flusher.flush().await;
+        }
+        self.local.stop_all();
+        result.map(|_| ()).map_err(NodeError::from)
+    }
+}
+
+/// The process-wide Prometheus recorder (installed once).
+fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder is installed (embedding); then
+        // our /metrics shows nothing, which is harmless.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}

@@ -1,0 +1,192 @@
+//! The local entity registry: key → actor, started on first use.
+
+use crate::actor::{ActorDeps, EntityActor, EntityArgs, EntityMsg};
+use crate::entity::EntityKey;
+use dashmap::DashMap;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorCell, ActorRef, RpcReplyPort};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+/// How long one call to an actor may take before the caller gives up.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts per call: an actor that was passivated or crashed between
+/// lookup and delivery is replaced and the call tried again.
+const ATTEMPTS: usize = 3;
+
+/// Why an operation could not be delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("entity state could not be loaded: {0}")]
+    Load(String),
+    #[error("entity actor did not answer in time")]
+    Timeout,
+    #[error("entity actor unavailable")]
+    Unavailable,
+}
+
+/// One resident (or starting) entity.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    actor: OnceCell<ActorRef<EntityMsg>>,
+    /// Milliseconds since the registry started, at last use.
+    last_used: AtomicU64,
+}
+
+/// Every entity actor on this node.
+pub struct LocalEntities {
+    slots: DashMap<EntityKey, Arc<Slot>>,
+    supervisor: ActorCell,
+    deps: ActorDeps,
+    epoch: Instant,
+}
+
+impl LocalEntities {
+    pub fn new(supervisor: ActorCell, deps: ActorDeps) -> Self {
+        LocalEntities {
+            slots: DashMap::new(),
+            supervisor,
+            deps,
+            epoch: Instant::now(),
+        }
+    }
+
+    pub fn deps(&self) -> &ActorDeps {
+        &self.deps
+    }
+
+    /// How many entities are resident (or starting).
+    pub fn resident(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Sends a message built by `build` and awaits the reply, starting the
+    /// actor if needed and retrying on a fresh actor if the old one is gone.
+    pub async fn call<R, F>(&self, key: &EntityKey, build: F) -> Result<R, RouteError>
+    where
+        R: Send + 'static,
+        F: Fn(RpcReplyPort<R>) -> EntityMsg,
+    {
+        for _ in 0..ATTEMPTS {
+            let (slot, actor) = self.resolve(key).await?;
+            match actor.call(&build, Some(CALL_TIMEOUT)).await {
+                Ok(CallResult::Success(reply)) => return Ok(reply),
+                Ok(CallResult::Timeout) => return Err(RouteError::Timeout),
+                // Stopped or crashed: forget it and start afresh.
+                Ok(CallResult::SenderError) | Err(_) => self.forget(key, &slot),
+            }
+        }
+        Err(RouteError::Unavailable)
+    }
+
+    /// Like [`LocalEntities::call`], but only if the entity is resident
+    /// (or starting); returns None otherwise.
+    pub async fn call_if_resident<R, F>(&self, key: &EntityKey, build: F) -> Result<Option<R>, RouteError>
+    where
+        R: Send + 'static,
+        F: Fn(RpcReplyPort<R>) -> EntityMsg,
+    {
+        if !self.slots.contains_key(key) {
+            return Ok(None);
+        }
+        self.call(key, build).await.map(Some)
+    }
+
+    async fn resolve(&self, key: &EntityKey) -> Result<(Arc<Slot>, ActorRef<EntityMsg>), RouteError> {
+        let slot = match self.slots.get(key) {
+            Some(slot) => slot.clone(),
+            None => self
+                .slots
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    Arc::new(Slot {
+                        actor: OnceCell::new(),
+                        last_used: AtomicU64::new(0),
+                    })
+                })
+                .clone(),
+        };
+        slot.last_used.store(self.elapsed_ms(), Ordering::Relaxed);
+        let actor = slot.actor.get_or_try_init(|| self.start(key)).await?.clone();
+        Ok((slot, actor))
+    }
+
+    async fn start(&self, key: &EntityKey) -> Result<ActorRef<EntityMsg>, RouteError> {
+        let args = EntityArgs {
+            key: key.clone(),
+            deps: self.deps.clone(),
+        };
+        match Actor::spawn_linked(None, EntityActor, args, self.supervisor.clone()).await {
+            Ok((actor, _join)) => {
+                metrics::counter!("tollgate_entity_starts_total").increment(1);
+                Ok(actor)
+            }
+            Err(err) => {
+                metrics::counter!("tollgate_entity_start_errors_total").increment(1);
+                tracing::warn!(entity = %key, error = %err, "entity failed to start");
+                Err(RouteError::Load(err.to_string()))
+            }
+        }
+    }
+
+    /// Removes `slot` for `key` if it is still the registered one.
+    pub(crate) fn forget(&self, key: &EntityKey, slot: &Arc<Slot>) {
+        self.slots.remove_if(key, |_, current| Arc::ptr_eq(current, slot));
+    }
+
+    /// Entities not used for `idle`, plus the least recently used ones
+    /// beyond `max_resident`: the candidates for passivation.
+    pub(crate) fn passivation_candidates(&self, idle: Duration, max_resident: usize) -> Vec<(EntityKey, Arc<Slot>)> {
+        let now = self.elapsed_ms();
+        let idle_ms = idle.as_millis() as u64;
+        let mut all: Vec<(u64, EntityKey, Arc<Slot>)> = self
+            .slots
+            .iter()
+            .map(|e| (e.value().last_used.load(Ordering::Relaxed), e.key().clone(), e.value().clone()))
+            .collect();
+        let over = all.len().saturating_sub(max_resident);
+        all.sort_unstable_by_key(|(used, _, _)| *used);
+        all.into_iter()
+            .enumerate()
+            .filter(|(i, (used, _, _))| *i < over || now.saturating_sub(*used) >= idle_ms)
+            .map(|(_, (_, key, slot))| (key, slot))
+            .collect()
+    }
+
+    /// Asks one entity to passivate; forgets it if it stopped.
+    pub(crate) async fn passivate(&self, key: &EntityKey, slot: &Arc<Slot>) -> bool {
+        let Some(actor) = slot.actor.get() else {
+            return false; // still starting
+        };
+        match actor.call(EntityMsg::Passivate, Some(CALL_TIMEOUT)).await {
+            Ok(CallResult::Success(true)) => {
+                self.forget(key, slot);
+                true
+            }
+            Ok(CallResult::Success(false)) | Ok(CallResult::Timeout) => false,
+            Ok(CallResult::SenderError) | Err(_) => {
+                self.forget(key, slot);
+                true
+            }
+        }
+    }
+
+    /// Crashes an entity's actor (tests of supervision only).
+    #[doc(hidden)]
+    pub async fn crash_for_test(&self, key: &EntityKey) -> Result<(), RouteError> {
+        let (_, actor) = self.resolve(key).await?;
+        actor.send_message(EntityMsg::CrashForTest).map_err(|_| RouteError::Unavailable)
+    }
+
+    /// Stops every resident actor (after the final flush at shutdown).
+    pub fn stop_all(&self) {
+        self.supervisor.stop_children(Some("shutdown".into()));
+        self.slots.clear();
+    }
+}

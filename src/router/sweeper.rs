@@ -1,0 +1,46 @@
+//! Passivation: idle entities flush and stop; the resident count is
+//! capped, least recently used first.
+
+use super::LocalEntities;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// When entities leave memory.
+#[derive(Debug, Clone, Copy)]
+pub struct PassivationPolicy {
+    /// An entity unused this long is passivated.
+    pub idle_timeout: Duration,
+    /// At most this many entities stay resident.
+    pub max_entities: usize,
+    /// How often the sweeper looks.
+    pub sweep_every: Duration,
+}
+
+/// Runs the sweeper until the task is aborted.
+pub fn spawn_sweeper(local: Arc<LocalEntities>, policy: PassivationPolicy) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(policy.sweep_every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            sweep(&local, policy).await;
+        }
+    })
+}
+
+/// One pass: passivates idle and over-cap entities. Returns how many stopped.
+pub async fn sweep(local: &LocalEntities, policy: PassivationPolicy) -> usize {
+    let candidates = local.passivation_candidates(policy.idle_timeout, policy.max_entities);
+    let mut stopped = 0;
+    for (key, slot) in candidates {
+        if local.passivate(&key, &slot).await {
+            stopped += 1;
+        }
+    }
+    if stopped > 0 {
+        metrics::counter!("tollgate_entities_passivated_total").increment(stopped as u64);
+        tracing::debug!(stopped, resident = local.resident(), "passivated idle entities");
+    }
+    metrics::gauge!("tollgate_entities_resident").set(local.resident() as f64);
+    stopped
+}

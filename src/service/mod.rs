@@ -1,0 +1,6 @@
+//! The operations a request performs, independent of HTTP: a check across
+//! entities, recording usage, releasing a reservation.
+
+pub mod check;
+pub mod reservation;
+pub mod usage;

@@ -1,0 +1,473 @@
+//! The SQLite backend: the embedded, single-node default.
+//!
+//! Money columns hold exact decimal strings. SQLite has no exact decimal
+//! type and its `+` and `SUM` on numeric text go through floats, so no
+//! arithmetic on money ever happens in SQL here: amounts are read, added in
+//! Rust as `Decimal`, and written back inside one `BEGIN IMMEDIATE`
+//! transaction (which holds the write lock from the start, so the
+//! read-modify-write cannot race another writer).
+
+use super::{
+    CounterDelta, EntityRecord, StoreError, StoreResult, UsageOutcome, UsageRow, WindowCount, WindowKind,
+    aggregate_deltas, checked_add, count_from_db, first_occurrences, spend_increments, stored,
+    stored_threshold, stored_usd, subject_columns, to_i64, usage_outcomes,
+};
+use crate::entity::{EntityKey, EntityKind};
+use crate::limits::alerts;
+use crate::limits::calendar::{DAY_MS, Period};
+use crate::limits::pricing::Price;
+use crate::limits::tier::Tier;
+use crate::money::Usd;
+use rust_decimal::Decimal;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Sqlite};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// A `subscription_tiers` row: name, daily, monthly, rpm, price.
+type TierRow = (String, i64, Option<i64>, Option<i64>, String);
+
+/// Connections in the pool. Writers serialise on SQLite's lock anyway; a
+/// few connections let reads proceed alongside a write (WAL).
+const POOL_SIZE: u32 = 4;
+
+/// Rows per multi-row `VALUES` upsert of counters (4 binds each), well
+/// under SQLite's bind-parameter limit.
+const COUNTER_CHUNK: usize = 200;
+
+/// Current time as SQL, in Unix milliseconds (the timestamp columns' unit).
+macro_rules! now_ms_sql {
+    () => {
+        "CAST(unixepoch('subsec') * 1000 AS INTEGER)"
+    };
+}
+
+/// A SQLite store. Cloning shares the pool.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file named by a
+    /// `sqlite://path` URL: WAL journal, `synchronous = FULL` (an
+    /// acknowledged usage row survives power loss), foreign keys on, and a
+    /// 5 s busy timeout.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .connect_with(options)
+            .await?;
+        Ok(SqliteStore { pool })
+    }
+
+    pub async fn migrate(&self) -> StoreResult<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // --- catalogue ----------------------------------------------------------
+
+    pub async fn load_tiers(&self) -> StoreResult<Vec<Tier>> {
+        let rows: Vec<TierRow> = sqlx::query_as(
+            "SELECT name, daily_limit, monthly_limit, rpm, price_monthly_usd FROM subscription_tiers ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(name, daily, monthly, rpm, price)| {
+                Ok(Tier {
+                    name,
+                    daily_limit: stored(daily, "subscription_tiers.daily_limit")?,
+                    monthly_limit: monthly
+                        .map(|m| stored(m, "subscription_tiers.monthly_limit"))
+                        .transpose()?,
+                    rpm: rpm.map(|r| stored(r, "subscription_tiers.rpm")).transpose()?,
+                    price_monthly_usd: usd(&price, "subscription_tiers.price_monthly_usd")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn put_tier(&self, tier: &Tier) -> StoreResult<()> {
+        sqlx::query(concat!(
+            "INSERT INTO subscription_tiers (name, daily_limit, monthly_limit, rpm, price_monthly_usd) ",
+            "VALUES ($1, $2, $3, $4, $5) ",
+            "ON CONFLICT (name) DO UPDATE SET daily_limit = excluded.daily_limit, ",
+            "monthly_limit = excluded.monthly_limit, rpm = excluded.rpm, ",
+            "price_monthly_usd = excluded.price_monthly_usd, updated_at = ",
+            now_ms_sql!()
+        ))
+        .bind(&tier.name)
+        .bind(to_i64(tier.daily_limit, "daily_limit")?)
+        .bind(tier.monthly_limit.map(|m| to_i64(m, "monthly_limit")).transpose()?)
+        .bind(tier.rpm.map(i64::from))
+        .bind(money_text(tier.price_monthly_usd.value()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn load_prices(&self) -> StoreResult<Vec<(String, Price)>> {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT model, input_per_mtok_usd, output_per_mtok_usd FROM model_prices ORDER BY model",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(model, input, output)| {
+                let price = Price {
+                    input_per_mtok_usd: usd(&input, "model_prices.input_per_mtok_usd")?,
+                    output_per_mtok_usd: usd(&output, "model_prices.output_per_mtok_usd")?,
+                };
+                Ok((model, price))
+            })
+            .collect()
+    }
+
+    pub async fn put_price(&self, model: &str, price: &Price) -> StoreResult<()> {
+        sqlx::query(concat!(
+            "INSERT INTO model_prices (model, input_per_mtok_usd, output_per_mtok_usd) VALUES ($1, $2, $3) ",
+            "ON CONFLICT (model) DO UPDATE SET input_per_mtok_usd = excluded.input_per_mtok_usd, ",
+            "output_per_mtok_usd = excluded.output_per_mtok_usd, updated_at = ",
+            now_ms_sql!()
+        ))
+        .bind(model)
+        .bind(money_text(price.input_per_mtok_usd.value()))
+        .bind(money_text(price.output_per_mtok_usd.value()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_setting(&self, key: &str) -> StoreResult<Option<String>> {
+        let value = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(value)
+    }
+
+    pub async fn put_setting_if_absent(&self, key: &str, value: &str) -> StoreResult<bool> {
+        let done = sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // --- users and budgets ----------------------------------------------------
+
+    pub async fn put_user(&self, user_id: &str, tier: &str) -> StoreResult<()> {
+        sqlx::query(concat!(
+            "INSERT INTO users (id, subscription_tier) VALUES ($1, $2) ",
+            "ON CONFLICT (id) DO UPDATE SET subscription_tier = excluded.subscription_tier, updated_at = ",
+            now_ms_sql!()
+        ))
+        .bind(user_id)
+        .bind(tier)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn user_tier(&self, user_id: &str) -> StoreResult<Option<String>> {
+        let tier = sqlx::query_scalar("SELECT subscription_tier FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(tier)
+    }
+
+    pub async fn put_budget(&self, entity: &EntityKey, budget: Option<Usd>) -> StoreResult<()> {
+        match budget {
+            Some(budget) => {
+                sqlx::query(concat!(
+                    "INSERT INTO budget_limits (entity, monthly_budget_usd) VALUES ($1, $2) ",
+                    "ON CONFLICT (entity) DO UPDATE SET monthly_budget_usd = excluded.monthly_budget_usd, ",
+                    "updated_at = ",
+                    now_ms_sql!()
+                ))
+                .bind(entity.as_str())
+                .bind(money_text(budget.value()))
+                .execute(&self.pool)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM budget_limits WHERE entity = $1")
+                    .bind(entity.as_str())
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    // --- the entity actor's start-up read ---------------------------------------
+
+    pub async fn load_entity(&self, entity: &EntityKey, period: Period, now_ms: i64) -> StoreResult<EntityRecord> {
+        let user_id = (entity.kind() == EntityKind::User).then(|| entity.id());
+        let (tier, budget, spent): (Option<String>, Option<String>, Option<String>) = sqlx::query_as(
+            "SELECT (SELECT subscription_tier FROM users WHERE id = $1), \
+                    (SELECT monthly_budget_usd FROM budget_limits WHERE entity = $2), \
+                    (SELECT spent_usd FROM entity_spend WHERE entity = $2 AND period = $3)",
+        )
+        .bind(user_id)
+        .bind(entity.as_str())
+        .bind(period.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        let windows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT window_kind, window_start, count FROM ( \
+                 SELECT window_kind, window_start, count FROM entity_counters \
+                 WHERE entity = $1 AND window_kind = 'day' AND window_start > $2 \
+                 ORDER BY window_start DESC LIMIT 1) \
+             UNION ALL \
+             SELECT window_kind, window_start, count FROM entity_counters \
+             WHERE entity = $1 AND window_kind = 'month' AND window_start = $3",
+        )
+        .bind(entity.as_str())
+        .bind(now_ms.saturating_sub(DAY_MS))
+        .bind(period.start_ms())
+        .fetch_all(&self.pool)
+        .await?;
+
+        let mut record = EntityRecord {
+            tier,
+            budget_usd: budget.map(|b| usd(&b, "budget_limits.monthly_budget_usd")).transpose()?,
+            spent_usd: spent.map(|s| decimal(&s, "entity_spend.spent_usd")).transpose()?.unwrap_or_default(),
+            ..EntityRecord::default()
+        };
+        for (kind, start_ms, count) in windows {
+            if kind == WindowKind::Day.as_str() {
+                record.day = Some(WindowCount {
+                    start_ms,
+                    count: count_from_db(count),
+                });
+            } else {
+                record.month_count = count_from_db(count);
+            }
+        }
+        Ok(record)
+    }
+
+    // --- writes ---------------------------------------------------------------
+
+    pub async fn flush_counters(&self, deltas: &[CounterDelta]) -> StoreResult<()> {
+        let rows = aggregate_deltas(deltas);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for chunk in rows.chunks(COUNTER_CHUNK) {
+            let mut insert =
+                QueryBuilder::<Sqlite>::new("INSERT INTO entity_counters (entity, window_kind, window_start, count) ");
+            insert.push_values(chunk, |mut values, (entity, window, start, delta)| {
+                values
+                    .push_bind(*entity)
+                    .push_bind(window.as_str())
+                    .push_bind(*start)
+                    .push_bind(*delta);
+            });
+            insert.push(
+                " ON CONFLICT (entity, window_kind, window_start) DO UPDATE SET count = count + excluded.count",
+            );
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn record_usage(&self, rows: &[UsageRow]) -> StoreResult<Vec<UsageOutcome>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = first_occurrences(rows);
+        let mut inserted = vec![false; rows.len()];
+        let mut existing_cost = HashMap::new();
+
+        // IMMEDIATE: take the write lock now, so the spend read below and
+        // its write-back are one atomic step.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for (i, row) in rows.iter().enumerate() {
+            if first[i] != i {
+                continue;
+            }
+            let [user_id, org_id, ip, fp] = subject_columns(&row.subject);
+            let done = sqlx::query(
+                "INSERT INTO model_usage (event_id, reservation_id, user_id, organization_id, guest_ip, \
+                     guest_fingerprint, model, input_tokens, output_tokens, cost_usd, period, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(row.event_id.hyphenated().to_string())
+            .bind(row.reservation_id.map(|r| r.hyphenated().to_string()))
+            .bind(user_id)
+            .bind(org_id)
+            .bind(ip)
+            .bind(fp)
+            .bind(&row.model)
+            .bind(to_i64(row.input_tokens, "input_tokens")?)
+            .bind(to_i64(row.output_tokens, "output_tokens")?)
+            .bind(money_text(row.cost_usd.value()))
+            .bind(Period::containing(row.created_at_ms).to_string())
+            .bind(row.created_at_ms)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 1 {
+                inserted[i] = true;
+            } else {
+                let cost: String = sqlx::query_scalar("SELECT cost_usd FROM model_usage WHERE event_id = $1")
+                    .bind(row.event_id.hyphenated().to_string())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                existing_cost.insert(i, decimal(&cost, "model_usage.cost_usd")?);
+            }
+        }
+
+        let mut totals = HashMap::new();
+        for ((key, period), added) in spend_increments(rows, &inserted)? {
+            let after = add_spend(&mut tx, &key, period, added).await?;
+            totals.insert((key, period), after);
+        }
+        tx.commit().await?;
+        usage_outcomes(rows, &first, &inserted, &existing_cost, &totals)
+    }
+
+    // --- reads ----------------------------------------------------------------
+
+    pub async fn entity_spend(&self, entity: &EntityKey, period: Period) -> StoreResult<Decimal> {
+        let spent: Option<String> = sqlx::query_scalar("SELECT spent_usd FROM entity_spend WHERE entity = $1 AND period = $2")
+            .bind(entity.as_str())
+            .bind(period.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(spent
+            .map(|s| decimal(&s, "entity_spend.spent_usd"))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    pub async fn ledger_sum(&self, entity: &EntityKey, period: Period) -> StoreResult<Decimal> {
+        let sql = match entity.kind() {
+            EntityKind::User => "SELECT cost_usd FROM model_usage WHERE user_id = $1 AND period = $2",
+            EntityKind::Org => "SELECT cost_usd FROM model_usage WHERE organization_id = $1 AND period = $2",
+            EntityKind::Ip => "SELECT cost_usd FROM model_usage WHERE guest_ip = $1 AND period = $2",
+            EntityKind::Fingerprint => "SELECT cost_usd FROM model_usage WHERE guest_fingerprint = $1 AND period = $2",
+        };
+        let costs: Vec<String> = sqlx::query_scalar(sql)
+            .bind(entity.id())
+            .bind(period.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        let mut sum = Decimal::ZERO;
+        for cost in costs {
+            sum = checked_add(sum, decimal(&cost, "model_usage.cost_usd")?)?;
+        }
+        Ok(sum.normalize())
+    }
+
+    pub async fn counter(&self, entity: &EntityKey, window: WindowKind, window_start_ms: i64) -> StoreResult<u64> {
+        let count: Option<i64> = sqlx::query_scalar(
+            "SELECT count FROM entity_counters WHERE entity = $1 AND window_kind = $2 AND window_start = $3",
+        )
+        .bind(entity.as_str())
+        .bind(window.as_str())
+        .bind(window_start_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(count.map(count_from_db).unwrap_or(0))
+    }
+
+    pub async fn alerts_fired(&self, entity: &EntityKey, period: Period) -> StoreResult<Vec<u8>> {
+        let thresholds: Vec<i64> =
+            sqlx::query_scalar("SELECT threshold FROM usage_alerts WHERE entity = $1 AND period = $2 ORDER BY threshold")
+                .bind(entity.as_str())
+                .bind(period.to_string())
+                .fetch_all(&self.pool)
+                .await?;
+        thresholds.into_iter().map(stored_threshold).collect()
+    }
+}
+
+/// Adds `added` to one spend row inside the caller's transaction, inserts
+/// the budget alerts the change crosses, and returns the new total.
+async fn add_spend(conn: &mut SqliteConnection, key: &EntityKey, period: Period, added: Decimal) -> StoreResult<Decimal> {
+    let period_text = period.to_string();
+    let (spent, budget): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT (SELECT spent_usd FROM entity_spend WHERE entity = $1 AND period = $2), \
+                (SELECT monthly_budget_usd FROM budget_limits WHERE entity = $1)",
+    )
+    .bind(key.as_str())
+    .bind(&period_text)
+    .fetch_one(&mut *conn)
+    .await?;
+    let before = spent
+        .map(|s| decimal(&s, "entity_spend.spent_usd"))
+        .transpose()?
+        .unwrap_or_default();
+    let after = checked_add(before, added)?;
+    sqlx::query(concat!(
+        "INSERT INTO entity_spend (entity, period, spent_usd) VALUES ($1, $2, $3) ",
+        "ON CONFLICT (entity, period) DO UPDATE SET spent_usd = excluded.spent_usd, updated_at = ",
+        now_ms_sql!()
+    ))
+    .bind(key.as_str())
+    .bind(&period_text)
+    .bind(money_text(after))
+    .execute(&mut *conn)
+    .await?;
+
+    if let Some(budget) = budget {
+        let limit = decimal(&budget, "budget_limits.monthly_budget_usd")?;
+        for pct in alerts::crossed(before, after, limit) {
+            sqlx::query(
+                "INSERT INTO usage_alerts (entity, period, threshold, level, spent_usd, limit_usd) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (entity, period, threshold) DO NOTHING",
+            )
+            .bind(key.as_str())
+            .bind(&period_text)
+            .bind(i64::from(pct))
+            .bind(alerts::level(pct))
+            .bind(money_text(after))
+            .bind(money_text(limit))
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(after.normalize())
+}
+
+/// The exact text an amount is stored as.
+fn money_text(value: Decimal) -> String {
+    value.normalize().to_string()
+}
+
+/// A stored amount.
+fn decimal(text: &str, column: &'static str) -> StoreResult<Decimal> {
+    Decimal::from_str_exact(text)
+        .map(|d| d.normalize())
+        .map_err(|_| StoreError::Corrupt {
+            column,
+            value: text.to_string(),
+        })
+}
+
+/// A stored non-negative amount.
+fn usd(text: &str, column: &'static str) -> StoreResult<Usd> {
+    stored_usd(decimal(text, column)?, column)
+}

@@ -1,0 +1,100 @@
+//! Helpers for tests across the crate: a fresh, migrated store per test.
+//!
+//! Not part of the API (hidden from docs). They panic with a clear message
+//! when the database cannot be set up, as a test should.
+
+use super::{PgStore, Store};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use std::str::FromStr;
+
+/// The environment variable naming the Postgres server tests may use
+/// (any database on it; each test creates its own).
+pub const TEST_DATABASE_URL_VAR: &str = "TOLLGATE_TEST_DATABASE_URL";
+
+/// A migrated SQLite store in a new temporary directory. Keep the
+/// `TempDir` alive as long as the store: dropping it deletes the file.
+pub async fn fresh_sqlite() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
+    let path = dir.path().join("tollgate.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = Store::open(&url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot open SQLite store at {url}: {e}"));
+    (store, dir)
+}
+
+/// A migrated Postgres store on a brand-new database named
+/// `tollgate_t_<uuid>`, created on the server named by
+/// `TOLLGATE_TEST_DATABASE_URL`. None (with a note on stderr) when the
+/// variable is unset; panics if it is set but the server cannot be used,
+/// so CI, which always sets it, fails loudly. Drop the database at the end
+/// of the test with [`drop_postgres`].
+pub async fn fresh_postgres() -> Option<Store> {
+    let Ok(url) = std::env::var(TEST_DATABASE_URL_VAR) else {
+        eprintln!("{TEST_DATABASE_URL_VAR} unset: skipping Postgres");
+        return None;
+    };
+    let name = format!("tollgate_t_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to Postgres at {TEST_DATABASE_URL_VAR}={url}: {e}"));
+    // `name` is generated above from hex digits only; safe to splice.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create test database {name} on {url}: {e}"));
+    let _ = admin.close().await;
+
+    let options = PgConnectOptions::from_str(&url)
+        .unwrap_or_else(|e| panic!("bad {TEST_DATABASE_URL_VAR} {url}: {e}"))
+        .database(&name);
+    let store = PgStore::connect_with(options)
+        .await
+        .map(Store::Postgres)
+        .unwrap_or_else(|e| panic!("cannot connect to test database {name}: {e}"));
+    store
+        .migrate()
+        .await
+        .unwrap_or_else(|e| panic!("cannot migrate test database {name}: {e}"));
+    Some(store)
+}
+
+/// Closes a store made by [`fresh_postgres`] and drops its database (best
+/// effort: failures are printed, not raised). Does nothing for SQLite.
+pub async fn drop_postgres(store: Store) {
+    let Store::Postgres(pg) = store else {
+        return;
+    };
+    let name: Result<String, _> = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(pg.pool())
+        .await;
+    pg.pool().close().await;
+    let name = match name {
+        Ok(name) if name.starts_with("tollgate_t_") && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
+            name
+        }
+        Ok(name) => {
+            eprintln!("not dropping database {name}: not a test database");
+            return;
+        }
+        Err(e) => {
+            eprintln!("cannot name the test database to drop it: {e}");
+            return;
+        }
+    };
+    let Ok(url) = std::env::var(TEST_DATABASE_URL_VAR) else {
+        return;
+    };
+    let dropped = async {
+        let mut admin = PgConnection::connect(&url).await?;
+        // `name` was checked above to be a generated test database name.
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+            .execute(&mut admin)
+            .await?;
+        admin.close().await
+    };
+    if let Err(e) = dropped.await {
+        eprintln!("cannot drop test database {name}: {e}");
+    }
+}

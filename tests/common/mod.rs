@@ -1,0 +1,204 @@
+//! Test harness: a real node on loopback over a real database.
+#![allow(dead_code)]
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use sqlx::Connection;
+use std::sync::Arc;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tollgate::config::ServeConfig;
+use tollgate::http::AppState;
+use tollgate::node::{Node, NodeError};
+use tollgate::router::LocalEntities;
+
+pub const ADMIN: &str = "test-admin-token";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database for one test: its URL, and the temp dir keeping a SQLite
+/// file alive. None for Postgres when TOLLGATE_TEST_DATABASE_URL is unset.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<TempDir>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("tollgate.db").display());
+                Some(TestDb { url, _dir: Some(dir) })
+            }
+            Backend::Postgres => {
+                let Ok(base) = std::env::var("TOLLGATE_TEST_DATABASE_URL") else {
+                    eprintln!("TOLLGATE_TEST_DATABASE_URL unset: skipping Postgres");
+                    return None;
+                };
+                let name = format!("tollgate_t_{}", uuid::Uuid::new_v4().simple());
+                let mut admin = sqlx::PgConnection::connect(&base)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot connect to {base}: {e}"));
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create test database");
+                let mut url = url::Url::parse(&base).expect("TOLLGATE_TEST_DATABASE_URL is a URL");
+                url.set_path(&format!("/{name}"));
+                Some(TestDb {
+                    url: url.to_string(),
+                    _dir: None,
+                })
+            }
+        }
+    }
+}
+
+/// Generates `<name>::sqlite` and `<name>::postgres` tests from
+/// `async fn <name>(backend: Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::common::Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::common::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
+/// A node serving HTTP on a loopback port, in this process.
+pub struct TestNode {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: Arc<AppState>,
+    pub entities: Arc<LocalEntities>,
+    shutdown: Option<oneshot::Sender<()>>,
+    join: Option<JoinHandle<Result<(), NodeError>>>,
+}
+
+impl TestNode {
+    pub async fn start(db: &TestDb) -> TestNode {
+        Self::start_with(db, |_| {}).await
+    }
+
+    pub async fn start_with(db: &TestDb, tweak: impl FnOnce(&mut ServeConfig)) -> TestNode {
+        let mut config = ServeConfig::for_database(&db.url);
+        config.admin_token = Some(ADMIN.to_string());
+        tweak(&mut config);
+        let node = Node::start(&config).await.expect("node starts");
+        let state = node.state().clone();
+        let entities = node.entities().clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = oneshot::channel::<()>();
+        let join = tokio::spawn(node.serve(listener, async {
+            let _ = rx.await;
+        }));
+        TestNode {
+            base,
+            client: reqwest::Client::new(),
+            state,
+            entities,
+            shutdown: Some(tx),
+            join: Some(join),
+        }
+    }
+
+    /// Graceful stop: in-flight requests finish, counters are flushed.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(join) = self.join.take() {
+            join.await.expect("serve task").expect("clean shutdown");
+        }
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<String>) -> Reply {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply { status, headers, json }
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.send(reqwest::Method::POST, path, token, Some(body.to_string())).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.send(reqwest::Method::PUT, path, Some(ADMIN), Some(body.to_string())).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.send(reqwest::Method::GET, path, token, None).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Reply {
+        self.send(reqwest::Method::DELETE, path, token, None).await
+    }
+
+    /// A check by the service credential.
+    pub async fn check(&self, body: Value) -> Reply {
+        self.post("/v1/check", Some(ADMIN), body).await
+    }
+
+    pub async fn usage(&self, body: Value) -> Reply {
+        self.post("/v1/usage", Some(ADMIN), body).await
+    }
+
+    /// `GET /v1/status?user_id=…` as the service credential.
+    pub async fn user_status(&self, user: &str) -> Reply {
+        self.get(&format!("/v1/status?user_id={user}"), Some(ADMIN)).await
+    }
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub json: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The budget entry for `entity`.
+    pub fn budget(&self, entity: &str) -> &Value {
+        self.json["budgets"]
+            .as_array()
+            .and_then(|b| b.iter().find(|x| x["entity"] == entity))
+            .unwrap_or_else(|| panic!("no budget for {entity} in {}", self.json))
+    }
+
+    /// The `used` count of one entity's window.
+    pub fn used(&self, entity: &str, window: &str) -> u64 {
+        self.json["limits"]
+            .as_array()
+            .and_then(|l| l.iter().find(|x| x["entity"] == entity && x["window"] == window))
+            .and_then(|x| x["used"].as_u64())
+            .unwrap_or_else(|| panic!("no {window} limit for {entity} in {}", self.json))
+    }
+}
