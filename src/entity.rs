@@ -167,7 +167,13 @@ mod tests {
 
     #[test]
     fn keys_round_trip_through_text() {
-        for text in ["user:auth0|abc", "org:7f1c", "ip:203.0.113.7", "fp:fp-a", "ip:2001:db8::1"] {
+        for text in [
+            "user:auth0|abc",
+            "org:7f1c",
+            "ip:203.0.113.7",
+            "fp:fp-a",
+            "ip:2001:db8::1",
+        ] {
             let key = EntityKey::parse(text).expect(text);
             assert_eq!(key.as_str(), text);
             assert_eq!(EntityKey::parse(key.as_str()).expect(text), key);

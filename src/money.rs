@@ -123,6 +123,9 @@ mod tests {
     fn json_numbers_are_refused() {
         assert!(serde_json::from_str::<Usd>("0.01").is_err());
         assert_eq!(serde_json::from_str::<Usd>("\"0.01\"").unwrap().to_string(), "0.01");
-        assert_eq!(serde_json::to_string(&"5.50".parse::<Usd>().unwrap()).unwrap(), "\"5.5\"");
+        assert_eq!(
+            serde_json::to_string(&"5.50".parse::<Usd>().unwrap()).unwrap(),
+            "\"5.5\""
+        );
     }
 }

@@ -5,8 +5,8 @@ use crate::actor::{ActorDeps, EntitySupervisor};
 use crate::catalog::Catalog;
 use crate::config::ServeConfig;
 use crate::http::{self, AppState};
-use crate::identity::admin_token::{self, AdminTokenSource};
 use crate::identity::Authenticator;
+use crate::identity::admin_token::{self, AdminTokenSource};
 use crate::ledger::Ledger;
 use crate::router::deltas::CounterDeltas;
 use crate::router::flusher::Flusher;
@@ -116,7 +116,11 @@ impl Node {
     /// Serves HTTP on `listener` until `shutdown` completes, then shuts
     /// down gracefully: stop accepting, finish in-flight requests, wait for
     /// ledger commits, flush every counter delta.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), NodeError> {
         let app = self.app().into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
         self.shutdown().await

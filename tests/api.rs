@@ -60,7 +60,9 @@ on_both_backends!(guests_are_limited_by_ip_or_fingerprint);
 /// connection and fingerprint header.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_guests_use_their_connection() {
-    let Some((_db, n)) = node(Backend::Sqlite).await else { return };
+    let Some((_db, n)) = node(Backend::Sqlite).await else {
+        return;
+    };
     let send = |fp: &'static str| {
         n.client
             .post(format!("{}/v1/check", n.base))
@@ -107,11 +109,12 @@ async fn tiers_set_the_limits(backend: Backend) {
     assert_eq!(allowed, 100);
 
     // The monthly limit binds too: a tier with room per day but 7 a month.
-    let r = n.put(
-        "/v1/tiers/tight",
-        json!({"daily_limit": 100, "monthly_limit": 7, "price_monthly_usd": "1.50"}),
-    )
-    .await;
+    let r = n
+        .put(
+            "/v1/tiers/tight",
+            json!({"daily_limit": 100, "monthly_limit": 7, "price_monthly_usd": "1.50"}),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.json);
     assert_eq!(n.put("/v1/users/u2", json!({"tier": "tight"})).await.status, 200);
     for _ in 0..7 {
@@ -119,12 +122,21 @@ async fn tiers_set_the_limits(backend: Backend) {
     }
     let r = n.check(json!({"user_id": "u2"})).await;
     assert_eq!(r.status, 429);
-    assert!(r.json["message"].as_str().is_some_and(|m| m.contains("monthly")), "{}", r.json);
+    assert!(
+        r.json["message"].as_str().is_some_and(|m| m.contains("monthly")),
+        "{}",
+        r.json
+    );
     let retry: i64 = r.header("retry-after").expect("Retry-After").parse().expect("secs");
     assert!(retry <= 31 * 86_400);
 
     // Tier edits apply to resident entities at once.
-    let r = n.put("/v1/tiers/tight", json!({"daily_limit": 100, "monthly_limit": 8, "price_monthly_usd": "1.50"})).await;
+    let r = n
+        .put(
+            "/v1/tiers/tight",
+            json!({"daily_limit": 100, "monthly_limit": 8, "price_monthly_usd": "1.50"}),
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(n.check(json!({"user_id": "u2"})).await.status, 200);
     assert_eq!(n.get("/v1/tiers/tight", Some(ADMIN)).await.json["monthly_limit"], 8);
@@ -143,7 +155,12 @@ on_both_backends!(tiers_set_the_limits);
 
 async fn money_is_exact(backend: Backend) {
     let Some((_db, n)) = node(backend).await else { return };
-    let r = n.put("/v1/prices/m1", json!({"input_per_mtok_usd": "3", "output_per_mtok_usd": "15"})).await;
+    let r = n
+        .put(
+            "/v1/prices/m1",
+            json!({"input_per_mtok_usd": "3", "output_per_mtok_usd": "15"}),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.json);
     // 1000 events, 50 at a time concurrently, so group commit batches them.
     for chunk in 0..20 {
@@ -161,7 +178,10 @@ async fn money_is_exact(backend: Backend) {
         let _ = chunk;
     }
     let status = n.user_status("payer").await;
-    assert_eq!(dec(&status.budget("user:payer")["spent_usd"]), Decimal::from_str("12.207").unwrap());
+    assert_eq!(
+        dec(&status.budget("user:payer")["spent_usd"]),
+        Decimal::from_str("12.207").unwrap()
+    );
     assert_eq!(status.budget("user:payer")["spent_usd"], "12.207");
 
     let key = EntityKey::user("payer").unwrap();
@@ -179,9 +199,19 @@ on_both_backends!(money_is_exact);
 async fn reservations_hold_under_concurrency(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else { return };
     let n = TestNode::start_with(&db, |c| c.hold_ttl_s = 2).await;
-    assert_eq!(n.put("/v1/tiers/big", json!({"daily_limit": 100000, "price_monthly_usd": "0"})).await.status, 200);
+    assert_eq!(
+        n.put(
+            "/v1/tiers/big",
+            json!({"daily_limit": 100000, "price_monthly_usd": "0"})
+        )
+        .await
+        .status,
+        200
+    );
     assert_eq!(n.put("/v1/users/b1", json!({"tier": "big"})).await.status, 200);
-    let r = n.put("/v1/users/b1/budget", json!({"monthly_budget_usd": "1.00"})).await;
+    let r = n
+        .put("/v1/users/b1/budget", json!({"monthly_budget_usd": "1.00"}))
+        .await;
     assert_eq!(r.status, 200, "{}", r.json);
 
     let checks = (0..200).map(|_| n.check(json!({"user_id": "b1", "estimate": {"cost_usd": "0.01"}})));
@@ -207,30 +237,47 @@ async fn reservations_hold_under_concurrency(backend: Backend) {
     }
     assert_eq!(held(&n.user_status("b1").await), Decimal::from_str("0.90").unwrap());
     // Released twice: not found.
-    assert_eq!(n.delete(&format!("/v1/reservations/{}", ids[0]), Some(ADMIN)).await.status, 404);
+    assert_eq!(
+        n.delete(&format!("/v1/reservations/{}", ids[0]), Some(ADMIN))
+            .await
+            .status,
+        404
+    );
 
     // Settling 10 at 0.004 each: holds drop by 0.10, spend rises by 0.04.
     for id in &ids[10..20] {
         let r = n
-            .usage(json!({"event_id": uuid::Uuid::new_v4(), "reservation_id": id, "user_id": "b1",
-                          "model": "m", "input_tokens": 1, "output_tokens": 1, "cost_usd": "0.004"}))
+            .usage(
+                json!({"event_id": uuid::Uuid::new_v4(), "reservation_id": id, "user_id": "b1",
+                          "model": "m", "input_tokens": 1, "output_tokens": 1, "cost_usd": "0.004"}),
+            )
             .await;
         assert_eq!(r.status, 200, "{}", r.json);
     }
     let status = n.user_status("b1").await;
     assert_eq!(held(&status), Decimal::from_str("0.80").unwrap());
-    assert_eq!(dec(&status.budget("user:b1")["spent_usd"]), Decimal::from_str("0.04").unwrap());
-    assert_eq!(dec(&status.budget("user:b1")["remaining_usd"]), Decimal::from_str("0.16").unwrap());
+    assert_eq!(
+        dec(&status.budget("user:b1")["spent_usd"]),
+        Decimal::from_str("0.04").unwrap()
+    );
+    assert_eq!(
+        dec(&status.budget("user:b1")["remaining_usd"]),
+        Decimal::from_str("0.16").unwrap()
+    );
 
     // Exactly 16 more fit now.
-    let replies = futures_join((0..40).map(|_| n.check(json!({"user_id": "b1", "estimate": {"cost_usd": "0.01"}})))).await;
+    let replies =
+        futures_join((0..40).map(|_| n.check(json!({"user_id": "b1", "estimate": {"cost_usd": "0.01"}})))).await;
     assert_eq!(replies.iter().filter(|r| r.status == 200).count(), 16);
 
     // Expired holds free themselves (hold TTL is 2 s here).
     tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
     let status = n.user_status("b1").await;
     assert_eq!(held(&status), Decimal::ZERO);
-    assert_eq!(dec(&status.budget("user:b1")["remaining_usd"]), Decimal::from_str("0.96").unwrap());
+    assert_eq!(
+        dec(&status.budget("user:b1")["remaining_usd"]),
+        Decimal::from_str("0.96").unwrap()
+    );
     n.stop().await;
 }
 on_both_backends!(reservations_hold_under_concurrency);
@@ -238,13 +285,19 @@ on_both_backends!(reservations_hold_under_concurrency);
 /// A guest check spans two entities: both hold or neither does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_entity_checks_are_all_or_nothing() {
-    let Some((_db, n)) = node(Backend::Sqlite).await else { return };
+    let Some((_db, n)) = node(Backend::Sqlite).await else {
+        return;
+    };
     // Exhaust the fingerprint alone (through a different IP each time).
     for i in 0..10 {
-        let r = n.check(json!({"guest": {"ip": format!("192.0.2.{i}"), "fingerprint": "shared"}})).await;
+        let r = n
+            .check(json!({"guest": {"ip": format!("192.0.2.{i}"), "fingerprint": "shared"}}))
+            .await;
         assert_eq!(r.status, 200);
     }
-    let r = n.check(json!({"guest": {"ip": "192.0.2.200", "fingerprint": "shared"}})).await;
+    let r = n
+        .check(json!({"guest": {"ip": "192.0.2.200", "fingerprint": "shared"}}))
+        .await;
     assert_eq!(r.status, 429);
     // The IP admitted first (key order ip < fp), then was rolled back.
     assert_eq!(r.used("ip:192.0.2.200", "day"), 0);
@@ -273,11 +326,20 @@ async fn usage_is_idempotent(backend: Backend) {
     assert!(replies.iter().all(|r| r.status == 200));
     assert_eq!(replies.iter().filter(|r| r.json["duplicate"] == false).count(), 1);
     let status = n.user_status("i1").await;
-    assert_eq!(dec(&status.budget("user:i1")["spent_usd"]), Decimal::from_str("0.75").unwrap());
+    assert_eq!(
+        dec(&status.budget("user:i1")["spent_usd"]),
+        Decimal::from_str("0.75").unwrap()
+    );
     let key = EntityKey::user("i1").unwrap();
     let period = Period::containing(now_ms());
-    assert_eq!(n.state.store.ledger_sum(&key, period).await.unwrap(), Decimal::from_str("0.75").unwrap());
-    assert_eq!(n.state.store.entity_spend(&key, period).await.unwrap(), Decimal::from_str("0.75").unwrap());
+    assert_eq!(
+        n.state.store.ledger_sum(&key, period).await.unwrap(),
+        Decimal::from_str("0.75").unwrap()
+    );
+    assert_eq!(
+        n.state.store.entity_spend(&key, period).await.unwrap(),
+        Decimal::from_str("0.75").unwrap()
+    );
     n.stop().await;
 }
 on_both_backends!(usage_is_idempotent);
@@ -286,12 +348,17 @@ on_both_backends!(usage_is_idempotent);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_actor_is_rebuilt_and_nobody_else_notices() {
-    let Some((_db, n)) = node(Backend::Sqlite).await else { return };
+    let Some((_db, n)) = node(Backend::Sqlite).await else {
+        return;
+    };
     for _ in 0..3 {
         assert_eq!(n.check(json!({"user_id": "victim"})).await.status, 200);
         assert_eq!(n.check(json!({"user_id": "bystander"})).await.status, 200);
     }
-    n.entities.crash_for_test(&EntityKey::user("victim").unwrap()).await.expect("crash sent");
+    n.entities
+        .crash_for_test(&EntityKey::user("victim").unwrap())
+        .await
+        .expect("crash sent");
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     // The bystander keeps its in-memory state; the victim is rebuilt from
     // the store plus unflushed deltas, so its count is intact too.
@@ -305,7 +372,9 @@ async fn a_crashed_actor_is_rebuilt_and_nobody_else_notices() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_entities_passivate_and_come_back_intact() {
-    let Some(db) = TestDb::new(Backend::Sqlite).await else { return };
+    let Some(db) = TestDb::new(Backend::Sqlite).await else {
+        return;
+    };
     let n = TestNode::start_with(&db, |c| {
         c.idle_timeout_s = 1;
         c.max_entities = 50;

@@ -190,7 +190,10 @@ async fn check_usage_is_idempotent(store: Store) {
     assert_eq!(outcomes[2], UsageOutcome::Duplicate { cost_usd: d("0.5") });
     assert_eq!(outcomes[3], UsageOutcome::Duplicate { cost_usd: d("0.25") });
 
-    let outcomes = store.record_usage(&[row(a, user_subject("idem"), "9", NOW)]).await.unwrap();
+    let outcomes = store
+        .record_usage(&[row(a, user_subject("idem"), "9", NOW)])
+        .await
+        .unwrap();
     assert_eq!(outcomes, vec![UsageOutcome::Duplicate { cost_usd: d("0.25") }]);
 
     assert_eq!(store.entity_spend(&u, period).await.unwrap(), d("0.875"));
@@ -420,7 +423,13 @@ async fn check_alerts_fire_once(store: Store) {
         .collect();
     store.record_usage(&rows).await.unwrap();
     assert_eq!(store.alerts_fired(&w, period).await.unwrap(), vec![50, 75, 90, 100]);
-    assert!(store.alerts_fired(&user("unbudgeted"), period).await.unwrap().is_empty());
+    assert!(
+        store
+            .alerts_fired(&user("unbudgeted"), period)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn check_tiers_round_trip(store: Store) {
@@ -572,10 +581,7 @@ async fn check_concurrent_batches_count_once(store: Store) {
             let mut order = ids.clone();
             order.rotate_left(writer * 100);
             for chunk in order.chunks(25) {
-                let rows: Vec<UsageRow> = chunk
-                    .iter()
-                    .map(|&id| row(id, subject.clone(), "0.001", NOW))
-                    .collect();
+                let rows: Vec<UsageRow> = chunk.iter().map(|&id| row(id, subject.clone(), "0.001", NOW)).collect();
                 let outcomes = store.record_usage(&rows).await.unwrap();
                 for (id, outcome) in chunk.iter().zip(outcomes) {
                     match outcome {
@@ -612,7 +618,14 @@ async fn ledger_throughput() {
         let started = std::time::Instant::now();
         for b in 0..batches {
             let rows: Vec<UsageRow> = (0..1000)
-                .map(|i| row(Uuid::new_v4(), user_subject(&format!("tp-{}", (b * 1000 + i) % 500)), "0.012207", NOW))
+                .map(|i| {
+                    row(
+                        Uuid::new_v4(),
+                        user_subject(&format!("tp-{}", (b * 1000 + i) % 500)),
+                        "0.012207",
+                        NOW,
+                    )
+                })
                 .collect();
             store.record_usage(&rows).await.unwrap();
         }

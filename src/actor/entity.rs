@@ -1,8 +1,8 @@
 //! The entity actor: a thin shell around [`EntityLimits`].
 
+use super::ActorDeps;
 use super::load;
 use super::messages::{AdmitReply, EntityMsg, EntityView, Settlement};
-use super::ActorDeps;
 use crate::entity::EntityKey;
 use crate::limits::calendar::{Period, now_ms};
 use crate::limits::entity::EntityLimits;
@@ -63,7 +63,11 @@ impl Actor for EntityActor {
     type State = EntityState;
     type Arguments = EntityArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<EntityMsg>, args: EntityArgs) -> Result<EntityState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<EntityMsg>,
+        args: EntityArgs,
+    ) -> Result<EntityState, ActorProcessingErr> {
         let EntityArgs { key, deps } = args;
         // Hold the flush lock while reading so that no delta is in flight
         // between the accumulator and the store: each is counted once.
@@ -85,7 +89,12 @@ impl Actor for EntityActor {
         })
     }
 
-    async fn handle(&self, myself: ActorRef<EntityMsg>, msg: EntityMsg, state: &mut EntityState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<EntityMsg>,
+        msg: EntityMsg,
+        state: &mut EntityState,
+    ) -> Result<(), ActorProcessingErr> {
         let now = now_ms();
         state.refresh_tier();
         // A reply port whose caller gave up returns an error on send; that
@@ -94,7 +103,10 @@ impl Actor for EntityActor {
             EntityMsg::Admit(ask, reply) => {
                 let result = state.limits.admit(&state.tier, &ask, now);
                 if let Ok(admitted) = &result {
-                    state.deps.deltas.add_admission(&state.key, admitted, admitted.requests as i64);
+                    state
+                        .deps
+                        .deltas
+                        .add_admission(&state.key, admitted, admitted.requests as i64);
                 }
                 let _ = reply.send(AdmitReply {
                     result,
@@ -103,7 +115,10 @@ impl Actor for EntityActor {
             }
             EntityMsg::Undo(admitted, reply) => {
                 state.limits.undo(&state.tier, &admitted, now);
-                state.deps.deltas.add_admission(&state.key, &admitted, -(admitted.requests as i64));
+                state
+                    .deps
+                    .deltas
+                    .add_admission(&state.key, &admitted, -(admitted.requests as i64));
                 let _ = reply.send(state.view(now));
             }
             EntityMsg::View(reply) => {

@@ -23,7 +23,11 @@ pub async fn list_tiers(_: AdminCaller, State(app): State<Arc<AppState>>) -> Jso
     Json(app.catalog.tiers().iter().map(|t| (**t).clone()).collect())
 }
 
-pub async fn get_tier(_: AdminCaller, State(app): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<Tier>, ApiError> {
+pub async fn get_tier(
+    _: AdminCaller,
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Tier>, ApiError> {
     let tier = app.catalog.tier(&name).ok_or_else(|| unknown_tier(&name))?;
     Ok(Json((*tier).clone()))
 }

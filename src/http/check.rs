@@ -72,7 +72,10 @@ pub async fn check(
     let subject = subject::resolve(&caller, req.user_id.as_deref(), req.guest.as_ref())?;
     let requests = req.requests.unwrap_or(1);
     if !(1..=MAX_REQUESTS).contains(&requests) {
-        return Err(ApiError::invalid("requests", format!("must be between 1 and {MAX_REQUESTS}")));
+        return Err(ApiError::invalid(
+            "requests",
+            format!("must be between 1 and {MAX_REQUESTS}"),
+        ));
     }
     let estimate = match &req.estimate {
         None => None,
@@ -115,7 +118,9 @@ pub async fn check(
     views::rate_limit_headers(response.headers_mut(), &outcome.views, now);
     if let Some(refusal) = outcome.refusal {
         let secs = views::seconds_until(refusal.retry_at_ms(), now);
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     Ok(response)
 }
@@ -135,7 +140,8 @@ fn estimate_cost(app: &AppState, model: Option<&str>, e: &Estimate) -> Result<De
         (None, Some(input), Some(output)) => {
             check_tokens("estimate.input_tokens", input)?;
             check_tokens("estimate.max_output_tokens", output)?;
-            let model = model.ok_or_else(|| ApiError::invalid("model", "a token estimate needs the model to price it"))?;
+            let model =
+                model.ok_or_else(|| ApiError::invalid("model", "a token estimate needs the model to price it"))?;
             let price = app.catalog.price(model).ok_or_else(|| unknown_model(model))?;
             Ok(price.cost(input, output).value())
         }

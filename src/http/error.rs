@@ -35,7 +35,11 @@ impl ApiError {
 
     /// 400 with a message naming the offending field.
     pub fn invalid(field: &str, problem: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", format!("{field}: {problem}"))
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("{field}: {problem}"),
+        )
     }
 
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
@@ -63,9 +67,10 @@ impl IntoResponse for ApiError {
         });
         let mut response = (self.status, body).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
         }
         response
     }
@@ -98,7 +103,10 @@ impl From<StoreError> for ApiError {
 impl From<LedgerError> for ApiError {
     fn from(err: LedgerError) -> Self {
         tracing::warn!(error = %err, "ledger error");
-        Self::unavailable("store_unavailable", "the usage ledger could not commit; nothing was recorded")
+        Self::unavailable(
+            "store_unavailable",
+            "the usage ledger could not commit; nothing was recorded",
+        )
     }
 }
 

@@ -21,7 +21,12 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
         Ok(()) => Json(json!({"status": "ready", "resident_entities": app.router.local().resident()})).into_response(),
         Err(err) => {
             tracing::warn!(error = %err, "readiness: database unavailable");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the database is unavailable").into_response()
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the database is unavailable",
+            )
+            .into_response()
         }
     }
 }
@@ -39,5 +44,9 @@ pub async fn not_found() -> ApiError {
 }
 
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }

@@ -35,7 +35,12 @@ pub async fn status(
 ) -> Result<Json<StatusResponse>, ApiError> {
     let guest = match (q.ip, q.fingerprint) {
         (Some(ip), fingerprint) => Some(GuestRef { ip, fingerprint }),
-        (None, Some(_)) => return Err(ApiError::invalid("ip", "a guest is named by ip (and optionally fingerprint)")),
+        (None, Some(_)) => {
+            return Err(ApiError::invalid(
+                "ip",
+                "a guest is named by ip (and optionally fingerprint)",
+            ));
+        }
         (None, None) => None,
     };
     let subject = subject::resolve(&caller, q.user_id.as_deref(), guest.as_ref())?;

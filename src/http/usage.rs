@@ -115,7 +115,12 @@ pub async fn release(
     Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ReleaseResponse>, ApiError> {
-    let not_found = || ApiError::not_found("reservation_not_found", "no such reservation (or it was settled or expired)");
+    let not_found = || {
+        ApiError::not_found(
+            "reservation_not_found",
+            "no such reservation (or it was settled or expired)",
+        )
+    };
     let reservation = ReservationId::parse(&id).ok_or_else(not_found)?;
     // A caller that may not act on the reservation's entities learns
     // nothing about it, not even that it exists.

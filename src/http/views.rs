@@ -74,7 +74,13 @@ pub fn rate_limit_headers(headers: &mut HeaderMap, views: &[EntityView], now_ms:
             if !policy.is_empty() {
                 policy.push_str(", ");
             }
-            let _ = write!(policy, "\"{kind}-{}\";q={};w={}", l.window.as_str(), l.limit, l.window.seconds());
+            let _ = write!(
+                policy,
+                "\"{kind}-{}\";q={};w={}",
+                l.window.as_str(),
+                l.limit,
+                l.window.seconds()
+            );
             if tightest.as_ref().is_none_or(|(r, _, _)| l.remaining < *r) {
                 tightest = Some((l.remaining, format!("{kind}-{}", l.window.as_str()), l.resets_at_ms));
             }

@@ -74,7 +74,11 @@ pub async fn resolve(store: &Store, configured: Option<&str>) -> StoreResult<(Ad
 }
 
 async fn stored(store: &Store) -> StoreResult<Option<AdminToken>> {
-    Ok(store.get_setting(SETTING).await?.as_deref().and_then(AdminToken::from_hex))
+    Ok(store
+        .get_setting(SETTING)
+        .await?
+        .as_deref()
+        .and_then(AdminToken::from_hex))
 }
 
 fn hex_encode(bytes: &[u8]) -> String {

@@ -17,7 +17,9 @@ pub struct Guest {
 
 impl Guest {
     pub fn entities(&self) -> Vec<EntityKey> {
-        std::iter::once(self.ip.clone()).chain(self.fingerprint.clone()).collect()
+        std::iter::once(self.ip.clone())
+            .chain(self.fingerprint.clone())
+            .collect()
     }
 }
 

@@ -50,7 +50,11 @@ pub struct Authenticator {
 impl Authenticator {
     pub fn authenticate(&self, headers: &HeaderMap, peer: SocketAddr) -> Result<Principal, AuthError> {
         match headers.get(axum::http::header::AUTHORIZATION) {
-            None => Ok(Principal::Guest(guest::from_request(headers, peer, &self.trusted_proxies)?)),
+            None => Ok(Principal::Guest(guest::from_request(
+                headers,
+                peer,
+                &self.trusted_proxies,
+            )?)),
             Some(value) => {
                 let token = value
                     .to_str()

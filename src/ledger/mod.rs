@@ -43,13 +43,20 @@ impl Ledger {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 8);
         let commits = Arc::new(Semaphore::new(concurrency as usize));
         tokio::spawn(run(store, rx, commits.clone()));
-        Ledger { tx, commits, concurrency }
+        Ledger {
+            tx,
+            commits,
+            concurrency,
+        }
     }
 
     /// Records one event; returns once it is durable (or known duplicate).
     pub async fn record(&self, row: UsageRow) -> Result<UsageOutcome, LedgerError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Pending { row, reply }).await.map_err(|_| LedgerError::Closed)?;
+        self.tx
+            .send(Pending { row, reply })
+            .await
+            .map_err(|_| LedgerError::Closed)?;
         rx.await.map_err(|_| LedgerError::Closed)?
     }
 

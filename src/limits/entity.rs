@@ -214,9 +214,14 @@ impl EntityLimits {
             self.day.used(now_ms),
             self.day.resets_at(now_ms),
         );
-        let month = tier
-            .monthly_limit
-            .map(|m| view(WindowName::Month, m, self.month.used(now_ms), self.month.resets_at(now_ms)));
+        let month = tier.monthly_limit.map(|m| {
+            view(
+                WindowName::Month,
+                m,
+                self.month.used(now_ms),
+                self.month.resets_at(now_ms),
+            )
+        });
         let minute = tier.rpm.map(|rpm| {
             view(
                 WindowName::Minute,
@@ -232,7 +237,11 @@ impl EntityLimits {
         let period = Period::containing(now_ms).max(self.budget.period());
         BudgetView {
             limit_usd: self.budget.limit(),
-            spent_usd: if period == self.budget.period() { self.budget.spent() } else { Decimal::ZERO },
+            spent_usd: if period == self.budget.period() {
+                self.budget.spent()
+            } else {
+                Decimal::ZERO
+            },
             held_usd: self.budget.held(),
             remaining_usd: self.budget.remaining(),
             period_end_ms: period.end_ms(),

@@ -53,7 +53,9 @@ impl Gcra {
         let now = i128::from(now_ms) * 1_000_000;
         let ahead = (self.tat_ns - now).max(0);
         let t = Self::interval_ns(rpm);
-        u64::try_from((ahead + t - 1) / t).unwrap_or(u64::MAX).min(u64::from(rpm))
+        u64::try_from((ahead + t - 1) / t)
+            .unwrap_or(u64::MAX)
+            .min(u64::from(rpm))
     }
 
     /// When the bucket is fully refilled (ms).

@@ -78,7 +78,11 @@ impl MonthWindow {
     }
 
     pub fn used(&self, now_ms: i64) -> u64 {
-        if Period::containing(now_ms) == self.period { self.count } else { 0 }
+        if Period::containing(now_ms) == self.period {
+            self.count
+        } else {
+            0
+        }
     }
 
     pub fn resets_at(&self, now_ms: i64) -> i64 {

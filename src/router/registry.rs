@@ -148,7 +148,13 @@ impl LocalEntities {
         let mut all: Vec<(u64, EntityKey, Arc<Slot>)> = self
             .slots
             .iter()
-            .map(|e| (e.value().last_used.load(Ordering::Relaxed), e.key().clone(), e.value().clone()))
+            .map(|e| {
+                (
+                    e.value().last_used.load(Ordering::Relaxed),
+                    e.key().clone(),
+                    e.value().clone(),
+                )
+            })
             .collect();
         let over = all.len().saturating_sub(max_resident);
         all.sort_unstable_by_key(|(used, _, _)| *used);
@@ -181,7 +187,9 @@ impl LocalEntities {
     #[doc(hidden)]
     pub async fn crash_for_test(&self, key: &EntityKey) -> Result<(), RouteError> {
         let (_, actor) = self.resolve(key).await?;
-        actor.send_message(EntityMsg::CrashForTest).map_err(|_| RouteError::Unavailable)
+        actor
+            .send_message(EntityMsg::CrashForTest)
+            .map_err(|_| RouteError::Unavailable)
     }
 
     /// Stops every resident actor (after the final flush at shutdown).

@@ -308,8 +308,11 @@ impl Store {
 /// is not a valid key (stored for the record, charged to nobody).
 fn subject_columns(subject: &UsageSubject) -> [Option<String>; 4] {
     fn id(raw: &Option<String>, key: fn(&str) -> Result<EntityKey, crate::entity::KeyError>) -> Option<String> {
-        raw.as_deref()
-            .map(|text| key(text).map(|k| k.id().to_string()).unwrap_or_else(|_| text.to_string()))
+        raw.as_deref().map(|text| {
+            key(text)
+                .map(|k| k.id().to_string())
+                .unwrap_or_else(|_| text.to_string())
+        })
     }
     [
         id(&subject.user_id, EntityKey::user),
@@ -412,8 +415,11 @@ fn aggregate_deltas(deltas: &[CounterDelta]) -> Vec<(&str, WindowKind, i64, i64)
 
 /// A u64 as a BIGINT, refusing values that do not fit.
 fn to_i64(value: u64, what: &str) -> StoreResult<i64> {
-    i64::try_from(value)
-        .map_err(|_| StoreError::Database(sqlx::Error::InvalidArgument(format!("{what} {value} is too large to store"))))
+    i64::try_from(value).map_err(|_| {
+        StoreError::Database(sqlx::Error::InvalidArgument(format!(
+            "{what} {value} is too large to store"
+        )))
+    })
 }
 
 /// A stored count as u64; negative counts (net negative deltas) read as 0.

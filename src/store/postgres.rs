@@ -113,11 +113,10 @@ impl PgStore {
     }
 
     pub async fn load_prices(&self) -> StoreResult<Vec<(String, Price)>> {
-        let rows: Vec<(String, Decimal, Decimal)> = sqlx::query_as(
-            "SELECT model, input_per_mtok_usd, output_per_mtok_usd FROM model_prices ORDER BY model",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(String, Decimal, Decimal)> =
+            sqlx::query_as("SELECT model, input_per_mtok_usd, output_per_mtok_usd FROM model_prices ORDER BY model")
+                .fetch_all(&self.pool)
+                .await?;
         rows.into_iter()
             .map(|(model, input, output)| {
                 let price = Price {
@@ -506,16 +505,14 @@ impl PgStore {
     }
 
     pub async fn alerts_fired(&self, entity: &EntityKey, period: Period) -> StoreResult<Vec<u8>> {
-        let thresholds: Vec<i32> =
-            sqlx::query_scalar("SELECT threshold FROM usage_alerts WHERE entity = $1 AND period = $2 ORDER BY threshold")
-                .bind(entity.as_str())
-                .bind(period.to_string())
-                .fetch_all(&self.pool)
-                .await?;
-        thresholds
-            .into_iter()
-            .map(|t| stored_threshold(i64::from(t)))
-            .collect()
+        let thresholds: Vec<i32> = sqlx::query_scalar(
+            "SELECT threshold FROM usage_alerts WHERE entity = $1 AND period = $2 ORDER BY threshold",
+        )
+        .bind(entity.as_str())
+        .bind(period.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        thresholds.into_iter().map(|t| stored_threshold(i64::from(t))).collect()
     }
 
     /// The pool, for the test helpers.

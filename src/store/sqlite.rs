@@ -9,8 +9,8 @@
 
 use super::{
     CounterDelta, EntityRecord, StoreError, StoreResult, UsageOutcome, UsageRow, WindowCount, WindowKind,
-    aggregate_deltas, checked_add, count_from_db, first_occurrences, spend_increments, stored,
-    stored_threshold, stored_usd, subject_columns, to_i64, usage_outcomes,
+    aggregate_deltas, checked_add, count_from_db, first_occurrences, spend_increments, stored, stored_threshold,
+    stored_usd, subject_columns, to_i64, usage_outcomes,
 };
 use crate::entity::{EntityKey, EntityKind};
 use crate::limits::alerts;
@@ -125,11 +125,10 @@ impl SqliteStore {
     }
 
     pub async fn load_prices(&self) -> StoreResult<Vec<(String, Price)>> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT model, input_per_mtok_usd, output_per_mtok_usd FROM model_prices ORDER BY model",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT model, input_per_mtok_usd, output_per_mtok_usd FROM model_prices ORDER BY model")
+                .fetch_all(&self.pool)
+                .await?;
         rows.into_iter()
             .map(|(model, input, output)| {
                 let price = Price {
@@ -251,8 +250,13 @@ impl SqliteStore {
 
         let mut record = EntityRecord {
             tier,
-            budget_usd: budget.map(|b| usd(&b, "budget_limits.monthly_budget_usd")).transpose()?,
-            spent_usd: spent.map(|s| decimal(&s, "entity_spend.spent_usd")).transpose()?.unwrap_or_default(),
+            budget_usd: budget
+                .map(|b| usd(&b, "budget_limits.monthly_budget_usd"))
+                .transpose()?,
+            spent_usd: spent
+                .map(|s| decimal(&s, "entity_spend.spent_usd"))
+                .transpose()?
+                .unwrap_or_default(),
             ..EntityRecord::default()
         };
         for (kind, start_ms, count) in windows {
@@ -283,9 +287,8 @@ impl SqliteStore {
                     .push_bind(*start)
                     .push_bind(*delta);
             });
-            insert.push(
-                " ON CONFLICT (entity, window_kind, window_start) DO UPDATE SET count = count + excluded.count",
-            );
+            insert
+                .push(" ON CONFLICT (entity, window_kind, window_start) DO UPDATE SET count = count + excluded.count");
             insert.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -351,11 +354,12 @@ impl SqliteStore {
     // --- reads ----------------------------------------------------------------
 
     pub async fn entity_spend(&self, entity: &EntityKey, period: Period) -> StoreResult<Decimal> {
-        let spent: Option<String> = sqlx::query_scalar("SELECT spent_usd FROM entity_spend WHERE entity = $1 AND period = $2")
-            .bind(entity.as_str())
-            .bind(period.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+        let spent: Option<String> =
+            sqlx::query_scalar("SELECT spent_usd FROM entity_spend WHERE entity = $1 AND period = $2")
+                .bind(entity.as_str())
+                .bind(period.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(spent
             .map(|s| decimal(&s, "entity_spend.spent_usd"))
             .transpose()?
@@ -394,19 +398,25 @@ impl SqliteStore {
     }
 
     pub async fn alerts_fired(&self, entity: &EntityKey, period: Period) -> StoreResult<Vec<u8>> {
-        let thresholds: Vec<i64> =
-            sqlx::query_scalar("SELECT threshold FROM usage_alerts WHERE entity = $1 AND period = $2 ORDER BY threshold")
-                .bind(entity.as_str())
-                .bind(period.to_string())
-                .fetch_all(&self.pool)
-                .await?;
+        let thresholds: Vec<i64> = sqlx::query_scalar(
+            "SELECT threshold FROM usage_alerts WHERE entity = $1 AND period = $2 ORDER BY threshold",
+        )
+        .bind(entity.as_str())
+        .bind(period.to_string())
+        .fetch_all(&self.pool)
+        .await?;
         thresholds.into_iter().map(stored_threshold).collect()
     }
 }
 
 /// Adds `added` to one spend row inside the caller's transaction, inserts
 /// the budget alerts the change crosses, and returns the new total.
-async fn add_spend(conn: &mut SqliteConnection, key: &EntityKey, period: Period, added: Decimal) -> StoreResult<Decimal> {
+async fn add_spend(
+    conn: &mut SqliteConnection,
+    key: &EntityKey,
+    period: Period,
+    added: Decimal,
+) -> StoreResult<Decimal> {
     let period_text = period.to_string();
     let (spent, budget): (Option<String>, Option<String>) = sqlx::query_as(
         "SELECT (SELECT spent_usd FROM entity_spend WHERE entity = $1 AND period = $2), \
@@ -470,4 +480,77 @@ fn decimal(text: &str, column: &'static str) -> StoreResult<Decimal> {
 /// A stored non-negative amount.
 fn usd(text: &str, column: &'static str) -> StoreResult<Usd> {
     stored_usd(decimal(text, column)?, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, testing::fresh_sqlite};
+
+    fn inner(store: &Store) -> &SqliteStore {
+        match store {
+            Store::Sqlite(s) => s,
+            Store::Postgres(_) => unreachable!(),
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_stored_text_is_corrupt_not_a_panic() {
+        let (store, _dir) = fresh_sqlite().await;
+        let pool = &inner(&store).pool;
+        let key = EntityKey::user("broken").unwrap();
+        let period = Period::containing(1_795_838_400_000);
+        sqlx::query("INSERT INTO entity_spend (entity, period, spent_usd) VALUES ($1, $2, '1.5e3')")
+            .bind(key.as_str())
+            .bind(period.to_string())
+            .execute(pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO budget_limits (entity, monthly_budget_usd) VALUES ($1, '-1')")
+            .bind(key.as_str())
+            .execute(pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE subscription_tiers SET price_monthly_usd = 'ten' WHERE name = 'pro'")
+            .execute(pool)
+            .await
+            .unwrap();
+
+        let err = store.entity_spend(&key, period).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Corrupt {
+                    column: "entity_spend.spent_usd",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = store.load_entity(&key, period, 0).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        let err = store.load_tiers().await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Corrupt {
+                    column: "subscription_tiers.price_monthly_usd",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn amounts_are_stored_as_exact_normalised_text() {
+        assert_eq!(money_text(Decimal::from_str_exact("12.2070").unwrap()), "12.207");
+        assert_eq!(
+            money_text(Decimal::from_str_exact("0.000000000001").unwrap()),
+            "0.000000000001"
+        );
+        assert_eq!(decimal("0.012207", "c").unwrap().to_string(), "0.012207");
+        assert!(decimal("0.1e1", "c").is_err());
+        assert!(decimal("", "c").is_err());
+    }
 }

@@ -89,9 +89,11 @@ pub async fn drop_postgres(store: Store) {
     let dropped = async {
         let mut admin = PgConnection::connect(&url).await?;
         // `name` was checked above to be a generated test database name.
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-            .execute(&mut admin)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await?;
         admin.close().await
     };
     if let Err(e) = dropped.await {

@@ -27,6 +27,31 @@ pub enum Backend {
 pub struct TestDb {
     pub url: String,
     _dir: Option<TempDir>,
+    /// (server URL, database name) of a Postgres database to drop.
+    postgres: Option<(String, String)>,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((base, name)) = self.postgres.take() else { return };
+        // Drop runs inside the test's runtime; do the async work on a
+        // thread of its own.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(&base).await.ok()?;
+                // `name` is generated from hex digits only.
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                    .execute(&mut admin)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            eprintln!("could not drop a test database (harmless)");
+        }
+    }
 }
 
 impl TestDb {
@@ -35,7 +60,11 @@ impl TestDb {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}", dir.path().join("tollgate.db").display());
-                Some(TestDb { url, _dir: Some(dir) })
+                Some(TestDb {
+                    url,
+                    _dir: Some(dir),
+                    postgres: None,
+                })
             }
             Backend::Postgres => {
                 let Ok(base) = std::env::var("TOLLGATE_TEST_DATABASE_URL") else {
@@ -55,6 +84,7 @@ impl TestDb {
                 Some(TestDb {
                     url: url.to_string(),
                     _dir: None,
+                    postgres: Some((base, name)),
                 })
             }
         }
@@ -144,11 +174,13 @@ impl TestNode {
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
-        self.send(reqwest::Method::POST, path, token, Some(body.to_string())).await
+        self.send(reqwest::Method::POST, path, token, Some(body.to_string()))
+            .await
     }
 
     pub async fn put(&self, path: &str, body: Value) -> Reply {
-        self.send(reqwest::Method::PUT, path, Some(ADMIN), Some(body.to_string())).await
+        self.send(reqwest::Method::PUT, path, Some(ADMIN), Some(body.to_string()))
+            .await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
