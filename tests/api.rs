@@ -397,3 +397,84 @@ async fn idle_entities_passivate_and_come_back_intact() {
 async fn futures_join<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     futures::future::join_all(futures).await
 }
+
+/// The optional per-minute burst limit (GCRA) applies over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_minute_burst_limit() {
+    let Some((_db, n)) = node(Backend::Sqlite).await else {
+        return;
+    };
+    let r = n
+        .put(
+            "/v1/tiers/bursty",
+            json!({"daily_limit": 1000, "rpm": 3, "price_monthly_usd": "0"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(n.put("/v1/users/r1", json!({"tier": "bursty"})).await.status, 200);
+    for _ in 0..3 {
+        assert_eq!(n.check(json!({"user_id": "r1"})).await.status, 200);
+    }
+    let r = n.check(json!({"user_id": "r1"})).await;
+    assert_eq!(r.status, 429);
+    assert!(
+        r.json["message"].as_str().is_some_and(|m| m.contains("per-minute")),
+        "{}",
+        r.json
+    );
+    let retry: i64 = r.header("retry-after").expect("Retry-After").parse().expect("secs");
+    assert!((1..=20).contains(&retry), "one interval is 20 s: {retry}");
+    assert!(
+        r.header("ratelimit-policy")
+            .is_some_and(|p| p.contains("\"user-minute\";q=3;w=60"))
+    );
+    n.stop().await;
+}
+
+/// With no admin token configured, the first start generates one (shown
+/// once, only its hash stored); later starts use the stored hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_is_generated_once() {
+    let Some(db) = TestDb::new(Backend::Sqlite).await else {
+        return;
+    };
+    let config = tollgate::config::ServeConfig::for_database(&db.url);
+    let first = tollgate::node::Node::start(&config).await.expect("start");
+    let token = first.generated_admin_token().expect("generated").to_string();
+    assert!(token.starts_with("tga_") && token.len() >= 40);
+    first.shutdown().await.expect("stop");
+    let stored = n_settings(&db).await;
+    assert!(!stored.contains(&token), "the secret itself is not stored");
+
+    let second = tollgate::node::Node::start(&config).await.expect("restart");
+    assert!(second.generated_admin_token().is_none());
+    let principal = second
+        .state()
+        .auth
+        .authenticate(&auth_header(&token), "127.0.0.1:1".parse().expect("addr"));
+    assert_eq!(principal, Ok(tollgate::identity::Principal::Admin));
+    assert!(
+        second
+            .state()
+            .auth
+            .authenticate(&auth_header("tga_wrong"), "127.0.0.1:1".parse().expect("addr"))
+            .is_err()
+    );
+    second.shutdown().await.expect("stop");
+}
+
+fn auth_header(token: &str) -> axum::http::HeaderMap {
+    let mut h = axum::http::HeaderMap::new();
+    h.insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    h
+}
+
+/// Every stored setting value, to prove no secret is kept in clear.
+async fn n_settings(db: &TestDb) -> String {
+    let store = tollgate::store::Store::connect(&db.url).await.expect("connect");
+    let Some(hash) = store.get_setting("admin_token_sha256").await.expect("setting") else {
+        panic!("no admin token hash stored");
+    };
+    assert_eq!(hash.len(), 64, "a SHA-256 in hex");
+    hash
+}

@@ -33,18 +33,25 @@ pub struct TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some((base, name)) = self.postgres.take() else { return };
+        let Some((base, name)) = self.postgres.take() else {
+            return;
+        };
         // Drop runs inside the test's runtime; do the async work on a
         // thread of its own.
         let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async {
                 let mut admin = sqlx::PgConnection::connect(&base).await.ok()?;
                 // `name` is generated from hex digits only.
-                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                    .execute(&mut admin)
-                    .await
-                    .ok()
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await
+                .ok()
             })
         })
         .join();
