@@ -10,16 +10,19 @@
 //! Benchmarks (group `actor_check`):
 //! - `one_warm_entity`: the same entity every time.
 //! - `10k_warm_entities`: 10 000 distinct warm users, cycled in order.
+//! - `*_from_task`: the same two, but the calls are made in a loop from a
+//!   task spawned on a runtime worker, as an HTTP handler makes them.
 //!
-//! The future is driven by criterion's tokio executor (`block_on` on the
-//! bench thread) over a multi-thread runtime with 2 workers, where the actors
-//! run. Run with `cargo bench --bench actor_check`; medians are printed after
+//! The plain variants' futures are driven by criterion's tokio executor
+//! (`block_on` on the bench thread, so each call also wakes that thread) over
+//! a multi-thread runtime with 2 workers, where the actors run. Run with `cargo bench --bench actor_check`; medians are printed after
 //! criterion's own report.
 
 use criterion::Criterion;
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tollgate::config::ServeConfig;
 use tollgate::entity::EntityKey;
 use tollgate::limits::entity::Ask;
@@ -77,16 +80,58 @@ fn main() {
                 async move { black_box(admit(&router, &key).await) }
             })
         });
+        // The same calls made from a task on a runtime worker, as an HTTP
+        // handler makes them (no wake-up of the bench thread per call).
+        group.bench_function("one_warm_entity_from_task", |b| {
+            b.to_async(&runtime).iter_custom(|iters| {
+                let router = router.clone();
+                let key = single.clone();
+                async move {
+                    tokio::spawn(async move {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            black_box(admit(&router, &key).await);
+                        }
+                        start.elapsed()
+                    })
+                    .await
+                    .expect("the timing task panicked")
+                }
+            })
+        });
+        let many_shared = Arc::new(many.clone());
+        group.bench_function("10k_warm_entities_from_task", |b| {
+            b.to_async(&runtime).iter_custom(|iters| {
+                let router = router.clone();
+                let keys = many_shared.clone();
+                async move {
+                    tokio::spawn(async move {
+                        let start = Instant::now();
+                        for i in 0..iters as usize {
+                            black_box(admit(&router, &keys[i % MANY]).await);
+                        }
+                        start.elapsed()
+                    })
+                    .await
+                    .expect("the timing task panicked")
+                }
+            })
+        });
         group.finish();
     }
     criterion.final_summary();
 
     println!();
     println!("Medians (criterion median point estimate):");
-    for name in ["one_warm_entity", "10k_warm_entities"] {
+    for name in [
+        "one_warm_entity",
+        "10k_warm_entities",
+        "one_warm_entity_from_task",
+        "10k_warm_entities_from_task",
+    ] {
         match median_ns(name) {
-            Some(ns) => println!("  {GROUP}/{name:<20} median {:>8.3} µs", ns / 1000.0),
-            None => println!("  {GROUP}/{name:<20} median not available (test mode, or criterion output not found)"),
+            Some(ns) => println!("  {GROUP}/{name:<28} median {:>8.3} µs", ns / 1000.0),
+            None => println!("  {GROUP}/{name:<28} median not available (test mode, or criterion output not found)"),
         }
     }
     println!("  target (DESIGN.md §7): median < 10 µs");
@@ -154,7 +199,11 @@ async fn admit(router: &EntityRouter, key: &EntityKey) -> u64 {
 
 /// The median from criterion's saved estimates, in nanoseconds.
 fn median_ns(bench: &str) -> Option<f64> {
-    let path = criterion_home()?.join(GROUP).join(bench).join("new").join("estimates.json");
+    let path = criterion_home()?
+        .join(GROUP)
+        .join(bench)
+        .join("new")
+        .join("estimates.json");
     let text = std::fs::read_to_string(path).ok()?;
     let json: serde_json::Value = serde_json::from_str(&text).ok()?;
     json["median"]["point_estimate"].as_f64()
@@ -169,5 +218,9 @@ fn criterion_home() -> Option<PathBuf> {
     if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
         return Some(PathBuf::from(target).join("criterion"));
     }
-    Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("criterion"))
+    Some(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join("criterion"),
+    )
 }
