@@ -85,6 +85,7 @@ impl Node {
             },
             hold_ttl_ms: i64::try_from(config.hold_ttl_s * 1000).unwrap_or(i64::MAX),
             metrics: Some(metrics_handle().clone()),
+            metrics_counters: http::HotCounters::register(),
         });
         Ok(Node {
             state,

@@ -49,7 +49,7 @@ pub struct Estimate {
 }
 
 #[derive(Debug, Serialize)]
-pub struct CheckResponse {
+pub struct CheckResponse<'a> {
     pub allowed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
@@ -60,8 +60,8 @@ pub struct CheckResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reservation_id: Option<String>,
     pub tier: String,
-    pub limits: Vec<LimitJson>,
-    pub budgets: Vec<BudgetJson>,
+    pub limits: Vec<LimitJson<'a>>,
+    pub budgets: Vec<BudgetJson<'a>>,
 }
 
 pub async fn check(
@@ -103,7 +103,7 @@ pub async fn check(
             Some("the monthly budget does not cover this request".to_string()),
         ),
     };
-    metrics::counter!("tollgate_checks_total", "outcome" => reason.unwrap_or("allowed")).increment(1);
+    app.metrics_counters.check(reason).increment(1);
     let body = CheckResponse {
         allowed: outcome.allowed(),
         reason,

@@ -32,6 +32,37 @@ pub struct AppState {
     /// How long an unsettled reservation holds its estimate.
     pub hold_ttl_ms: i64,
     pub metrics: Option<PrometheusHandle>,
+    /// Hot-path counters, registered once (a `counter!` per request would
+    /// look the metric up in the registry every time).
+    pub metrics_counters: HotCounters,
+}
+
+/// Counters bumped on every check.
+pub struct HotCounters {
+    allowed: metrics::Counter,
+    rate_limited: metrics::Counter,
+    budget_exceeded: metrics::Counter,
+}
+
+impl HotCounters {
+    /// Registers the counters with the installed recorder.
+    pub fn register() -> Self {
+        let check = |outcome: &'static str| metrics::counter!("tollgate_checks_total", "outcome" => outcome);
+        HotCounters {
+            allowed: check("allowed"),
+            rate_limited: check("rate_limited"),
+            budget_exceeded: check("budget_exceeded"),
+        }
+    }
+
+    /// The counter for a check's outcome (`None` = allowed).
+    pub fn check(&self, refusal_reason: Option<&str>) -> &metrics::Counter {
+        match refusal_reason {
+            None => &self.allowed,
+            Some("budget_exceeded") => &self.budget_exceeded,
+            Some(_) => &self.rate_limited,
+        }
+    }
 }
 
 /// All routes.

@@ -7,6 +7,7 @@ use super::subject::{self, GuestRef};
 use super::views::{self, BudgetJson, LimitJson};
 use axum::Json;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -22,17 +23,17 @@ pub struct StatusQuery {
 }
 
 #[derive(Debug, Serialize)]
-pub struct StatusResponse {
+pub struct StatusResponse<'a> {
     pub tier: String,
-    pub limits: Vec<LimitJson>,
-    pub budgets: Vec<BudgetJson>,
+    pub limits: Vec<LimitJson<'a>>,
+    pub budgets: Vec<BudgetJson<'a>>,
 }
 
 pub async fn status(
     State(app): State<Arc<AppState>>,
     Caller(caller): Caller,
     ApiQuery(q): ApiQuery<StatusQuery>,
-) -> Result<Json<StatusResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let guest = match (q.ip, q.fingerprint) {
         (Some(ip), fingerprint) => Some(GuestRef { ip, fingerprint }),
         (None, Some(_)) => {
@@ -52,5 +53,6 @@ pub async fn status(
         tier: found.first().map(|v| v.tier.name.clone()).unwrap_or_default(),
         limits: views::limits(&found),
         budgets: views::budgets(&found),
-    }))
+    })
+    .into_response())
 }

@@ -15,6 +15,7 @@ use crate::service::usage;
 use crate::store::UsageRow;
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -38,19 +39,19 @@ pub struct UsageRequest {
 }
 
 #[derive(Debug, Serialize)]
-pub struct UsageResponse {
+pub struct UsageResponse<'a> {
     pub recorded: bool,
     pub duplicate: bool,
     #[serde(serialize_with = "decimal_as_string")]
     pub cost_usd: Decimal,
-    pub budgets: Vec<BudgetJson>,
+    pub budgets: Vec<BudgetJson<'a>>,
 }
 
 pub async fn record(
     State(app): State<Arc<AppState>>,
     Caller(caller): Caller,
     ApiJson(req): ApiJson<UsageRequest>,
-) -> Result<Json<UsageResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let subject = subject::resolve(&caller, req.user_id.as_deref(), req.guest.as_ref())?;
     if !valid_model_name(&req.model) {
         return Err(ApiError::invalid(
@@ -100,7 +101,8 @@ pub async fn record(
         duplicate: receipt.duplicate,
         cost_usd: receipt.cost_usd,
         budgets: views::budgets(&receipt.views),
-    }))
+    })
+    .into_response())
 }
 
 #[derive(Debug, Serialize)]

@@ -67,7 +67,7 @@ impl Budget {
     /// Brings the state to `now`: a new month zeroes spend; expired holds
     /// free themselves.
     pub fn advance(&mut self, now_ms: i64) {
-        let period = Period::containing(now_ms);
+        let period = self.period.at(now_ms);
         if period > self.period {
             self.period = period;
             self.spent = Decimal::ZERO;

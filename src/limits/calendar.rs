@@ -9,53 +9,85 @@ use time::{Date, Month, OffsetDateTime, Time};
 pub const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// A calendar month in UTC: the budget period and the monthly window.
+///
+/// Its bounds are computed once, at construction, because the check path
+/// asks "is `now` still in this month?" several times per request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Period {
-    pub year: i32,
+    year: i32,
     /// 1..=12
-    pub month: u8,
+    month: u8,
+    start_ms: i64,
+    end_ms: i64,
 }
 
 impl Period {
+    /// The month `year`-`month` (1..=12); None if out of range.
+    pub fn new(year: i32, month: u8) -> Option<Period> {
+        if !(1..=12).contains(&month) || !(1970..=9999).contains(&year) {
+            return None;
+        }
+        let (next_year, next_month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+        Some(Period {
+            year,
+            month,
+            start_ms: month_start_ms(year, month),
+            end_ms: month_start_ms(next_year, next_month),
+        })
+    }
+
     /// The month containing `ms` (Unix milliseconds, UTC).
     pub fn containing(ms: i64) -> Period {
         let dt = datetime(ms);
-        Period {
-            year: dt.year(),
-            month: u8::from(dt.month()),
-        }
+        let fallback = Period {
+            year: 1970,
+            month: 1,
+            start_ms: 0,
+            end_ms: month_start_ms(1970, 2),
+        };
+        Period::new(dt.year(), u8::from(dt.month())).unwrap_or(fallback)
+    }
+
+    pub fn year(self) -> i32 {
+        self.year
+    }
+
+    pub fn month(self) -> u8 {
+        self.month
     }
 
     /// First millisecond of the month.
     pub fn start_ms(self) -> i64 {
-        month_start_ms(self.year, self.month)
+        self.start_ms
     }
 
     /// First millisecond of the next month (exclusive end).
     pub fn end_ms(self) -> i64 {
-        self.next().start_ms()
+        self.end_ms
+    }
+
+    /// Whether `ms` falls in this month.
+    pub fn contains(self, ms: i64) -> bool {
+        self.start_ms <= ms && ms < self.end_ms
+    }
+
+    /// The month containing `ms`, reusing `self` when it still does.
+    pub fn at(self, ms: i64) -> Period {
+        if self.contains(ms) {
+            self
+        } else {
+            Period::containing(ms)
+        }
     }
 
     pub fn next(self) -> Period {
-        if self.month == 12 {
-            Period {
-                year: self.year + 1,
-                month: 1,
-            }
-        } else {
-            Period {
-                year: self.year,
-                month: self.month + 1,
-            }
-        }
+        Period::containing(self.end_ms)
     }
 
     /// Parses the `YYYY-MM` form used in the database.
     pub fn parse(text: &str) -> Option<Period> {
         let (y, m) = text.split_once('-')?;
-        let year: i32 = y.parse().ok()?;
-        let month: u8 = m.parse().ok()?;
-        ((1..=12).contains(&month) && (1970..=9999).contains(&year)).then_some(Period { year, month })
+        Period::new(y.parse().ok()?, m.parse().ok()?)
     }
 }
 
@@ -85,7 +117,9 @@ pub fn rfc3339(ms: i64) -> String {
 
 /// Current time in Unix milliseconds.
 pub fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -234,7 +234,7 @@ impl EntityLimits {
     }
 
     pub fn budget_view(&self, now_ms: i64) -> BudgetView {
-        let period = Period::containing(now_ms).max(self.budget.period());
+        let period = self.budget.period().at(now_ms).max(self.budget.period());
         BudgetView {
             limit_usd: self.budget.limit(),
             spent_usd: if period == self.budget.period() {

@@ -91,7 +91,7 @@ impl MonthWindow {
 
     /// Counts `n` requests; returns the month's start (the stored window key).
     pub fn add(&mut self, n: u64, now_ms: i64) -> i64 {
-        let period = Period::containing(now_ms);
+        let period = self.period.at(now_ms);
         if period != self.period {
             self.period = period;
             self.count = 0;

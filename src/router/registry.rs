@@ -10,8 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
-/// How long one call to an actor may take before the caller gives up.
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a control call (passivation) may take before it is abandoned.
+/// Entity operations carry no timer of their own: a handler never awaits
+/// anything, a dead actor answers at once (its reply port drops), and a
+/// timer per call costs a timer-wheel insert on the hot path.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts per call: an actor that was passivated or crashed between
 /// lookup and delivery is replaced and the call tried again.
 const ATTEMPTS: usize = 3;
@@ -75,7 +78,7 @@ impl LocalEntities {
     {
         for _ in 0..ATTEMPTS {
             let (slot, actor) = self.resolve(key).await?;
-            match actor.call(&build, Some(CALL_TIMEOUT)).await {
+            match actor.call(&build, None).await {
                 Ok(CallResult::Success(reply)) => return Ok(reply),
                 Ok(CallResult::Timeout) => return Err(RouteError::Timeout),
                 // Stopped or crashed: forget it and start afresh.
@@ -170,7 +173,7 @@ impl LocalEntities {
         let Some(actor) = slot.actor.get() else {
             return false; // still starting
         };
-        match actor.call(EntityMsg::Passivate, Some(CALL_TIMEOUT)).await {
+        match actor.call(EntityMsg::Passivate, Some(CONTROL_TIMEOUT)).await {
             Ok(CallResult::Success(true)) => {
                 self.forget(key, slot);
                 true
