@@ -31,7 +31,24 @@ impl Flusher {
 
     /// Writes everything pending. On failure the deltas go back to the
     /// accumulator and are retried by the next flush.
-    pub async fn flush(&self) -> StoreResult<usize> {
+    ///
+    /// The work runs on a blocking-pool thread: gathering and encoding tens
+    /// of thousands of rows is milliseconds of CPU, which on an async worker
+    /// would stall every connection that worker serves (it showed up as a
+    /// p99 spike every flush interval). On its own thread the OS scheduler
+    /// interleaves it with request handling instead.
+    pub async fn flush(self: &Arc<Self>) -> StoreResult<usize> {
+        let this = self.clone();
+        let handle = tokio::runtime::Handle::current();
+        match tokio::task::spawn_blocking(move || handle.block_on(this.flush_here())).await {
+            Ok(result) => result,
+            // The blocking task panicked or was cancelled at shutdown: run
+            // inline so a final flush still happens.
+            Err(_) => self.flush_here().await,
+        }
+    }
+
+    async fn flush_here(&self) -> StoreResult<usize> {
         let _guard = self.in_flight.lock().await;
         let batch = self.deltas.take();
         if batch.is_empty() {

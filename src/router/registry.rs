@@ -144,23 +144,30 @@ impl LocalEntities {
     }
 
     /// Entities not used for `idle`, plus the least recently used ones
-    /// beyond `max_resident`: the candidates for passivation.
+    /// beyond `max_resident`: the candidates for passivation. Walks every
+    /// slot, so callers run it off the async workers.
     pub(crate) fn passivation_candidates(&self, idle: Duration, max_resident: usize) -> Vec<(EntityKey, Arc<Slot>)> {
         let now = self.elapsed_ms();
         let idle_ms = idle.as_millis() as u64;
+        let over = self.slots.len().saturating_sub(max_resident);
+        if over == 0 {
+            return self
+                .slots
+                .iter()
+                .filter(|e| now.saturating_sub(e.value().last_used.load(Ordering::Relaxed)) >= idle_ms)
+                .map(|e| (e.key().clone(), e.value().clone()))
+                .collect();
+        }
         let mut all: Vec<(u64, EntityKey, Arc<Slot>)> = self
             .slots
             .iter()
-            .map(|e| {
-                (
-                    e.value().last_used.load(Ordering::Relaxed),
-                    e.key().clone(),
-                    e.value().clone(),
-                )
-            })
+            .map(|e| (e.value().last_used.load(Ordering::Relaxed), e.key().clone(), e.value().clone()))
             .collect();
-        let over = all.len().saturating_sub(max_resident);
-        all.sort_unstable_by_key(|(used, _, _)| *used);
+        // The `over` least recently used first, then any others idle.
+        let over = over.min(all.len());
+        if over > 0 && over < all.len() {
+            all.select_nth_unstable_by_key(over, |(used, _, _)| *used);
+        }
         all.into_iter()
             .enumerate()
             .filter(|(i, (used, _, _))| *i < over || now.saturating_sub(*used) >= idle_ms)

@@ -29,8 +29,17 @@ pub fn spawn_sweeper(local: Arc<LocalEntities>, policy: PassivationPolicy) -> to
 }
 
 /// One pass: passivates idle and over-cap entities. Returns how many stopped.
-pub async fn sweep(local: &LocalEntities, policy: PassivationPolicy) -> usize {
-    let candidates = local.passivation_candidates(policy.idle_timeout, policy.max_entities);
+pub async fn sweep(local: &Arc<LocalEntities>, policy: PassivationPolicy) -> usize {
+    // Walking a million slots is not work for an async worker.
+    let walker = local.clone();
+    let candidates = match tokio::task::spawn_blocking(move || {
+        walker.passivation_candidates(policy.idle_timeout, policy.max_entities)
+    })
+    .await
+    {
+        Ok(candidates) => candidates,
+        Err(_) => return 0,
+    };
     let mut stopped = 0;
     for (key, slot) in candidates {
         if local.passivate(&key, &slot).await {
