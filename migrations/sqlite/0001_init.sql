@@ -94,7 +94,7 @@ CREATE TABLE entity_counters (
     window_start INTEGER NOT NULL,
     count        INTEGER NOT NULL,
     PRIMARY KEY (entity, window_kind, window_start)
-);
+) WITHOUT ROWID; -- one B-tree, not table + key index: the flusher upserts thousands of rows per interval
 
 -- Budget alerts; the key makes each threshold fire once per entity and period.
 CREATE TABLE usage_alerts (

@@ -9,6 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use std::sync::{Arc, OnceLock};
 use subtle::ConstantTimeEq;
 
 const SETTING: &str = "admin_token_sha256";
@@ -17,12 +18,19 @@ const SETTING: &str = "admin_token_sha256";
 #[derive(Debug, Clone)]
 pub struct AdminToken {
     sha256: [u8; 32],
+    /// The secret once a request has proven it (or as configured): later
+    /// requests are compared to it directly, in constant time, instead of
+    /// hashing every request.
+    known: Arc<OnceLock<Box<[u8]>>>,
 }
 
 impl AdminToken {
     pub fn from_secret(secret: &str) -> Self {
+        let known = OnceLock::new();
+        let _ = known.set(secret.as_bytes().into());
         AdminToken {
             sha256: Sha256::digest(secret.as_bytes()).into(),
+            known: Arc::new(known),
         }
     }
 
@@ -30,13 +38,23 @@ impl AdminToken {
         let bytes = hex_decode(hex)?;
         Some(AdminToken {
             sha256: bytes.try_into().ok()?,
+            known: Arc::new(OnceLock::new()),
         })
     }
 
-    /// Constant-time comparison of the presented secret's hash.
+    /// Constant-time check of a presented secret.
     pub fn verify(&self, presented: &str) -> bool {
+        if let Some(known) = self.known.get() {
+            // `ct_eq` on slices of different lengths is false without
+            // looking at contents; the length of the secret is not secret.
+            return bool::from(presented.as_bytes().ct_eq(known));
+        }
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        digest.ct_eq(&self.sha256).into()
+        let ok: bool = digest.ct_eq(&self.sha256).into();
+        if ok {
+            let _ = self.known.set(presented.as_bytes().into());
+        }
+        ok
     }
 }
 
@@ -105,6 +123,11 @@ mod tests {
         assert!(t.verify("s3cret"));
         assert!(!t.verify("s3cret "));
         let again = AdminToken::from_hex(&hex_encode(&t.sha256)).unwrap();
+        assert!(!again.verify("guess"));
         assert!(again.verify("s3cret"));
+        // Once proven, the secret is compared directly; still exact.
+        assert!(again.verify("s3cret"));
+        assert!(!again.verify("s3cre"));
+        assert!(!again.verify("s3cret!"));
     }
 }

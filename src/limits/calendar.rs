@@ -108,11 +108,58 @@ fn month_start_ms(year: i32, month: u8) -> i64 {
     (ts / 1_000_000) as i64
 }
 
-/// RFC 3339 text for a Unix-millisecond instant (for `resets_at`).
+/// RFC 3339 text for a Unix-millisecond instant (for `resets_at`), to the
+/// second, in UTC: `2026-11-28T04:00:00Z`.
+///
+/// Written out by hand (Hinnant's days-to-civil algorithm) because it runs
+/// several times for every check response; it is property-tested against
+/// the `time` crate's formatter.
 pub fn rfc3339(ms: i64) -> String {
-    datetime(ms)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let (hh, mm, ss) = (sod / 3600, (sod / 60) % 60, sod % 60);
+    if !(0..=9999).contains(&y) {
+        return datetime(ms)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+    }
+    let mut out = String::with_capacity(20);
+    for (value, width, sep) in [
+        (y, 4, '-'),
+        (m, 2, '-'),
+        (d, 2, 'T'),
+        (hh, 2, ':'),
+        (mm, 2, ':'),
+        (ss, 2, 'Z'),
+    ] {
+        push_padded(&mut out, value, width);
+        out.push(sep);
+    }
+    out
+}
+
+fn push_padded(out: &mut String, value: i64, width: u32) {
+    let mut div = 10i64.pow(width - 1);
+    while div > 0 {
+        out.push(char::from(b'0' + ((value / div) % 10) as u8));
+        div /= 10;
+    }
+}
+
+/// (year, month, day) of a count of days since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }
 
 /// Current time in Unix milliseconds.
@@ -140,6 +187,14 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn rfc3339_matches_the_time_crate(ms in 0i64..253_402_300_799_000) {
+            let expected = datetime(ms - ms.rem_euclid(1000))
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap();
+            prop_assert_eq!(rfc3339(ms), expected);
+        }
+
         #[test]
         fn every_instant_is_inside_its_period(ms in 0i64..4_102_444_800_000) {
             let p = Period::containing(ms);

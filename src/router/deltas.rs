@@ -8,13 +8,14 @@
 use crate::entity::EntityKey;
 use crate::limits::entity::Admitted;
 use crate::store::{CounterDelta, WindowKind};
+use foldhash::fast::RandomState;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 
 const SHARDS: usize = 16;
 
-type Pending = HashMap<EntityKey, Vec<(WindowKind, i64, i64)>>;
+type Pending = HashMap<EntityKey, Vec<(WindowKind, i64, i64)>, RandomState>;
 
 /// Pending counter deltas, by entity.
 #[derive(Debug)]
@@ -26,8 +27,10 @@ pub struct CounterDeltas {
 impl Default for CounterDeltas {
     fn default() -> Self {
         CounterDeltas {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_hasher(RandomState::default())))
+                .collect(),
+            hasher: RandomState::default(),
         }
     }
 }
