@@ -1,6 +1,7 @@
 //! `POST /v1/check`: may this subject send the next message, and afford it?
 
 use super::AppState;
+use super::check_json::CheckJson;
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller};
 use super::subject::{self, GuestRef};
@@ -10,7 +11,6 @@ use crate::limits::entity::{Refusal, WindowName};
 use crate::limits::pricing::MAX_TOKENS;
 use crate::money::Usd;
 use crate::service::check::{self, CheckPlan};
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -48,6 +48,8 @@ pub struct Estimate {
     pub cost_usd: Option<Usd>,
 }
 
+/// The check response's shape. The handler writes it with [`CheckJson`],
+/// which produces the same JSON without going through serde (tested).
 #[derive(Debug, Serialize)]
 pub struct CheckResponse<'a> {
     pub allowed: bool,
@@ -104,17 +106,21 @@ pub async fn check(
         ),
     };
     app.metrics_counters.check(reason).increment(1);
-    let body = CheckResponse {
+    let reservation_id = outcome.reservation.as_ref().map(|r| r.to_string());
+    let body = CheckJson {
         allowed: outcome.allowed(),
         reason,
-        error: reason,
-        message,
-        reservation_id: outcome.reservation.as_ref().map(|r| r.to_string()),
-        tier: outcome.views.first().map(|v| v.tier.name.clone()).unwrap_or_default(),
-        limits: views::limits(&outcome.views),
-        budgets: views::budgets(&outcome.views),
-    };
-    let mut response = (status, Json(body)).into_response();
+        message: message.as_deref(),
+        reservation_id: reservation_id.as_deref(),
+        views: &outcome.views,
+    }
+    .to_bytes();
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response();
     views::rate_limit_headers(response.headers_mut(), &outcome.views, now);
     if let Some(refusal) = outcome.refusal {
         let secs = views::seconds_until(refusal.retry_at_ms(), now);

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod check;
+mod check_json;
 pub mod error;
 pub mod extract;
 pub mod ops;

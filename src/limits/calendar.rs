@@ -115,35 +115,42 @@ fn month_start_ms(year: i32, month: u8) -> i64 {
 /// several times for every check response; it is property-tested against
 /// the `time` crate's formatter.
 pub fn rfc3339(ms: i64) -> String {
+    let mut out = Vec::with_capacity(20);
+    write_rfc3339(&mut out, ms);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`rfc3339`], appended to a byte buffer (the check response writer).
+pub fn write_rfc3339(out: &mut Vec<u8>, ms: i64) {
     let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
     let (hh, mm, ss) = (sod / 3600, (sod / 60) % 60, sod % 60);
     if !(0..=9999).contains(&y) {
-        return datetime(ms)
+        let text = datetime(ms)
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
+        out.extend_from_slice(text.as_bytes());
+        return;
     }
-    let mut out = String::with_capacity(20);
     for (value, width, sep) in [
-        (y, 4, '-'),
-        (m, 2, '-'),
-        (d, 2, 'T'),
-        (hh, 2, ':'),
-        (mm, 2, ':'),
-        (ss, 2, 'Z'),
+        (y, 4, b'-'),
+        (m, 2, b'-'),
+        (d, 2, b'T'),
+        (hh, 2, b':'),
+        (mm, 2, b':'),
+        (ss, 2, b'Z'),
     ] {
-        push_padded(&mut out, value, width);
+        push_padded(out, value, width);
         out.push(sep);
     }
-    out
 }
 
-fn push_padded(out: &mut String, value: i64, width: u32) {
+fn push_padded(out: &mut Vec<u8>, value: i64, width: u32) {
     let mut div = 10i64.pow(width - 1);
     while div > 0 {
-        out.push(char::from(b'0' + ((value / div) % 10) as u8));
+        out.push(b'0' + ((value / div) % 10) as u8);
         div /= 10;
     }
 }
