@@ -320,25 +320,13 @@ fn run() -> Result<()> {
         "\n## Phase A: throughput (oha -c {CONNECTIONS} -z {}s, POST, random user of {USERS} per request; {} interleaved rounds)\n",
         settings.secs, settings.rounds
     );
-    let mut a_rounds = Vec::with_capacity(settings.rounds);
-    for round in 1..=settings.rounds {
+    let a_rounds = run_rounds(settings.rounds, |round| {
         let floor = oha_run("echo", settings.secs, None, &format!("a{round}"))?;
         echo.ensure_alive()?;
         let node_result = oha_run("node", settings.secs, None, &format!("a{round}"))?;
         node.ensure_alive()?;
-        a_rounds.push((floor, node_result));
-    }
-    let rows: Vec<(String, &OhaResult)> = a_rounds
-        .iter()
-        .enumerate()
-        .flat_map(|(i, (f, n))| {
-            [
-                (format!("round {}: floor, axum echo POST /echo", i + 1), f),
-                (format!("round {}: tollgate POST /v1/check", i + 1), n),
-            ]
-        })
-        .collect();
-    print_table(&rows.iter().map(|(name, r)| (name.as_str(), *r)).collect::<Vec<_>>());
+        Ok((floor, node_result))
+    })?;
     let ratios: Vec<f64> = a_rounds.iter().map(|(f, n)| n.ok_per_sec() / f.ok_per_sec()).collect();
     let (a_floor, a_node) = median_round(a_rounds, |(f, n)| n.ok_per_sec() / f.ok_per_sec());
     let ratio = a_node.ok_per_sec() / a_floor.ok_per_sec();
@@ -359,25 +347,13 @@ fn run() -> Result<()> {
         settings.secs,
         settings.rounds
     );
-    let mut b_rounds = Vec::with_capacity(settings.rounds);
-    for round in 1..=settings.rounds {
+    let b_rounds = run_rounds(settings.rounds, |round| {
         let floor = oha_run("echo", settings.secs, Some(settings.rate), &format!("b{round}"))?;
         echo.ensure_alive()?;
         let node_result = oha_run("node", settings.secs, Some(settings.rate), &format!("b{round}"))?;
         node.ensure_alive()?;
-        b_rounds.push((floor, node_result));
-    }
-    let rows: Vec<(String, &OhaResult)> = b_rounds
-        .iter()
-        .enumerate()
-        .flat_map(|(i, (f, n))| {
-            [
-                (format!("round {}: floor, axum echo POST /echo", i + 1), f),
-                (format!("round {}: tollgate POST /v1/check", i + 1), n),
-            ]
-        })
-        .collect();
-    print_table(&rows.iter().map(|(name, r)| (name.as_str(), *r)).collect::<Vec<_>>());
+        Ok((floor, node_result))
+    })?;
     let (b_floor, b_node) = median_round(b_rounds, |(_, n)| n.p99.unwrap_or(f64::MAX));
     println!(
         "\nnode p99 at {} req/s (median round): {} ms, floor {} ms  (DESIGN.md §7 target: < 1 ms)",
@@ -423,6 +399,26 @@ fn run() -> Result<()> {
     print_summary(&settings, &oha_version, &a_floor, &a_node, &b_floor, &b_node, &mem);
     drop(dir);
     Ok(())
+}
+
+/// Runs `rounds` interleaved floor/node rounds and prints every run.
+fn run_rounds(
+    rounds: usize,
+    mut round: impl FnMut(usize) -> Result<(OhaResult, OhaResult)>,
+) -> Result<Vec<(OhaResult, OhaResult)>> {
+    let results = (1..=rounds).map(&mut round).collect::<Result<Vec<_>>>()?;
+    let rows: Vec<(String, &OhaResult)> = results
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (f, n))| {
+            [
+                (format!("round {}: floor, axum echo POST /echo", i + 1), f),
+                (format!("round {}: tollgate POST /v1/check", i + 1), n),
+            ]
+        })
+        .collect();
+    print_table(&rows.iter().map(|(name, r)| (name.as_str(), *r)).collect::<Vec<_>>());
+    Ok(results)
 }
 
 /// The round whose `key` is the median (rounds sorted by `key`).

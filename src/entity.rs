@@ -53,6 +53,14 @@ pub enum KeyError {
 }
 
 /// A validated entity key. Cheap to clone (one `Arc`).
+///
+/// ```
+/// use tollgate::entity::EntityKey;
+///
+/// let guest = EntityKey::ip_str("::ffff:203.0.113.7").unwrap();
+/// assert_eq!(guest.as_str(), "ip:203.0.113.7"); // one address, one key
+/// assert!(EntityKey::user("has space").is_err());
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EntityKey {
     kind: EntityKind,

@@ -15,6 +15,15 @@ use std::str::FromStr;
 pub const MAX_USD: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
 
 /// A non-negative USD amount.
+///
+/// ```
+/// use tollgate::money::Usd;
+///
+/// let budget: Usd = serde_json::from_str("\"5.00\"").unwrap();
+/// assert_eq!(budget.to_string(), "5");
+/// assert!(serde_json::from_str::<Usd>("5.00").is_err()); // a JSON number: refused
+/// assert!("-1".parse::<Usd>().is_err());
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Usd(Decimal);
 

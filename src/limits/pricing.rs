@@ -21,6 +21,17 @@ pub struct Price {
 
 impl Price {
     /// `input × input price + output × output price`, per million tokens.
+    ///
+    /// ```
+    /// use tollgate::limits::pricing::Price;
+    ///
+    /// let price = Price {
+    ///     input_per_mtok_usd: "3".parse().unwrap(),
+    ///     output_per_mtok_usd: "15".parse().unwrap(),
+    /// };
+    /// // Exact, never rounded through a float.
+    /// assert_eq!(price.cost(1234, 567).to_string(), "0.012207");
+    /// ```
     /// Token counts are bounded by [`MAX_TOKENS`] and prices by
     /// [`crate::money::MAX_USD`], so the product cannot overflow.
     pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> Usd {
