@@ -1,7 +1,7 @@
 //! Whose limits a request is about, and whether the caller may say so.
 
 use super::error::ApiError;
-use crate::entity::EntityKey;
+use crate::entity::{EntityKey, EntityKind};
 use crate::identity::{Guest, Principal};
 use crate::store::UsageSubject;
 use serde::Deserialize;
@@ -20,33 +20,33 @@ pub struct GuestRef {
 pub struct Subject {
     /// Entities that must all allow, in key order.
     pub entities: Vec<EntityKey>,
-    /// How the ledger records who was charged.
-    pub usage: UsageSubject,
 }
 
 impl Subject {
     fn user(id: &str) -> Result<Self, ApiError> {
         let key = EntityKey::user(id).map_err(|e| ApiError::invalid("user_id", e))?;
-        Ok(Subject {
-            entities: vec![key],
-            usage: UsageSubject {
-                user_id: Some(id.to_string()),
-                ..Default::default()
-            },
-        })
+        Ok(Subject { entities: vec![key] })
     }
 
     fn guest(guest: &Guest) -> Self {
         let mut entities = guest.entities();
         entities.sort();
-        Subject {
-            entities,
-            usage: UsageSubject {
-                guest_ip: Some(guest.ip.id().to_string()),
-                guest_fingerprint: guest.fingerprint.as_ref().map(|f| f.id().to_string()),
-                ..Default::default()
-            },
+        Subject { entities }
+    }
+
+    /// How the ledger records who was charged: one column per entity kind.
+    pub fn usage(&self) -> UsageSubject {
+        let mut usage = UsageSubject::default();
+        for key in &self.entities {
+            let id = Some(key.id().to_string());
+            match key.kind() {
+                EntityKind::User => usage.user_id = id,
+                EntityKind::Org => usage.organization_id = id,
+                EntityKind::Ip => usage.guest_ip = id,
+                EntityKind::Fingerprint => usage.guest_fingerprint = id,
+            }
         }
+        usage
     }
 
     fn named_guest(guest: &GuestRef) -> Result<Self, ApiError> {

@@ -86,7 +86,7 @@ pub async fn record(
     let row = UsageRow {
         event_id: req.event_id,
         reservation_id: reservation.as_ref().map(|r| r.hold),
-        subject: subject.usage,
+        subject: subject.usage(),
         model: req.model,
         input_tokens: req.input_tokens,
         output_tokens: req.output_tokens,

@@ -23,13 +23,6 @@ pub enum Principal {
     Guest(Guest),
 }
 
-impl Principal {
-    /// May this caller name the subject of a check (`user_id` / `guest`)?
-    pub fn is_service(&self) -> bool {
-        matches!(self, Principal::Admin)
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error("the Authorization header must be `Bearer <token>`")]

@@ -58,10 +58,6 @@ impl LocalEntities {
         }
     }
 
-    pub fn deps(&self) -> &ActorDeps {
-        &self.deps
-    }
-
     /// How many entities are resident (or starting).
     pub fn resident(&self) -> usize {
         self.slots.len()
