@@ -355,11 +355,14 @@ async fn a_crashed_actor_is_rebuilt_and_nobody_else_notices() {
         assert_eq!(n.check(json!({"user_id": "victim"})).await.status, 200);
         assert_eq!(n.check(json!({"user_id": "bystander"})).await.status, 200);
     }
-    n.entities
-        .crash_for_test(&EntityKey::user("victim").unwrap())
+    let victim = EntityKey::user("victim").unwrap();
+    let bystander = EntityKey::user("bystander").unwrap();
+    let bystander_actor = n.entities.actor_id_for_test(&bystander).expect("resident");
+    let crashed = n
+        .entities
+        .crash_for_test(&victim)
         .await
-        .expect("crash sent");
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        .expect("the actor crashed and stopped");
     // The bystander keeps its in-memory state; the victim is rebuilt from
     // the store plus unflushed deltas, so its count is intact too.
     let r = n.check(json!({"user_id": "bystander"})).await;
@@ -367,6 +370,10 @@ async fn a_crashed_actor_is_rebuilt_and_nobody_else_notices() {
     let r = n.check(json!({"user_id": "victim"})).await;
     assert_eq!(r.status, 200, "{}", r.json);
     assert_eq!(r.used("user:victim", "day"), 4);
+    // A fresh actor serves the victim; the bystander's actor never changed.
+    let rebuilt = n.entities.actor_id_for_test(&victim).expect("resident again");
+    assert_ne!(rebuilt, crashed, "the victim runs on a fresh actor");
+    assert_eq!(n.entities.actor_id_for_test(&bystander), Some(bystander_actor));
     n.stop().await;
 }
 

@@ -197,13 +197,27 @@ impl LocalEntities {
         }
     }
 
-    /// Crashes an entity's actor (tests of supervision only).
+    /// Crashes an entity's actor and waits until it has stopped (tests of
+    /// supervision only). Returns the id of the actor that crashed.
     #[doc(hidden)]
-    pub async fn crash_for_test(&self, key: &EntityKey) -> Result<(), RouteError> {
+    pub async fn crash_for_test(&self, key: &EntityKey) -> Result<ractor::ActorId, RouteError> {
         let (_, actor) = self.resolve(key).await?;
         actor
             .send_message(EntityMsg::CrashForTest)
-            .map_err(|_| RouteError::Unavailable)
+            .map_err(|_| RouteError::Unavailable)?;
+        for _ in 0..500 {
+            if actor.get_status() == ractor::ActorStatus::Stopped {
+                return Ok(actor.get_id());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err(RouteError::Timeout)
+    }
+
+    /// The id of an entity's current actor, if it is resident (tests).
+    #[doc(hidden)]
+    pub fn actor_id_for_test(&self, key: &EntityKey) -> Option<ractor::ActorId> {
+        self.slots.get(key)?.actor.get().map(|a| a.get_id())
     }
 
     /// Stops every resident actor (after the final flush at shutdown).
