@@ -5,6 +5,7 @@
 
 pub mod admin_token;
 pub mod guest;
+pub mod jwt;
 
 pub use admin_token::AdminToken;
 pub use guest::Guest;
