@@ -37,6 +37,14 @@ macro_rules! both {
     )*};
 }
 
+// Identity and tenancy: organisations and members, API keys, the usage summary.
+#[path = "store/api_keys.rs"]
+mod api_keys;
+#[path = "store/orgs.rs"]
+mod orgs;
+#[path = "store/summary.rs"]
+mod summary;
+
 both!(
     check_money_is_exact,
     check_usage_is_idempotent,

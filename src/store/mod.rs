@@ -10,6 +10,10 @@ mod sqlite;
 #[doc(hidden)]
 pub mod testing;
 
+pub use identity::{
+    ApiKeyRecord, CreateOrgOutcome, KeySecret, MemberOutcome, Membership, OrgRecord, OrgRole, OrgUpdate, SummaryFilter,
+    SummaryGroup, SummaryRow, UnknownRole,
+};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -65,8 +69,9 @@ pub struct WindowCount {
 /// Everything an entity actor reads when it starts.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EntityRecord {
-    /// `users.subscription_tier` for a `user:` key (None: no row, so the
-    /// default tier). Always None for guests.
+    /// `users.subscription_tier` for a `user:` key,
+    /// `organizations.subscription_tier` for an `org:` key (None: no row, so
+    /// the default tier). Always None for guests.
     pub tier: Option<String>,
     /// `budget_limits.monthly_budget_usd` for this key, if any.
     pub budget_usd: Option<Usd>,
@@ -157,6 +162,9 @@ macro_rules! dispatch {
         }
     };
 }
+
+// Declared after `dispatch!`, which its `impl Store` uses.
+mod identity;
 
 impl Store {
     /// Connects to `sqlite://path` (file created if missing) or

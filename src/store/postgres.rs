@@ -24,6 +24,30 @@ use uuid::Uuid;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// SQL for a `TIMESTAMPTZ` column as Unix milliseconds (`BIGINT`), truncated
+/// to the millisecond first so the cast never rounds up.
+macro_rules! ms_of {
+    ($column:literal) => {
+        concat!(
+            "(extract(epoch FROM date_trunc('milliseconds', ",
+            $column,
+            ")) * 1000)::int8"
+        )
+    };
+}
+
+/// SQL for a `TIMESTAMPTZ` from a Unix-millisecond `BIGINT` expression.
+macro_rules! at_ms {
+    ($ms:literal) => {
+        concat!("(timestamptz 'epoch' + ", $ms, " * interval '1 millisecond')")
+    };
+}
+
+// Declared after `ms_of!` and `at_ms!`, which they use.
+mod keys;
+mod orgs;
+mod summary;
+
 /// A `subscription_tiers` row: name, daily, monthly, rpm, price.
 type TierRow = (String, i64, Option<i64>, Option<i32>, Decimal);
 
@@ -54,6 +78,13 @@ impl PgStore {
 
     pub async fn migrate(&self) -> StoreResult<()> {
         MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Applies the migrations up to and including `version` only (the test
+    /// helpers build databases as older releases left them this way).
+    pub(super) async fn migrate_to(&self, version: i64) -> StoreResult<()> {
+        MIGRATOR.run_to(version, &self.pool).await?;
         Ok(())
     }
 
@@ -207,15 +238,19 @@ impl PgStore {
     // --- the entity actor's start-up read ---------------------------------------
 
     pub async fn load_entity(&self, entity: &EntityKey, period: Period, now_ms: i64) -> StoreResult<EntityRecord> {
+        // At most one of these is bound; the other subquery matches nothing.
         let user_id = (entity.kind() == EntityKind::User).then(|| entity.id());
+        let org_id = (entity.kind() == EntityKind::Org).then(|| entity.id());
         let (tier, budget, spent): (Option<String>, Option<Decimal>, Option<Decimal>) = sqlx::query_as(
-            "SELECT (SELECT subscription_tier FROM users WHERE id = $1), \
+            "SELECT COALESCE((SELECT subscription_tier FROM users WHERE id = $1), \
+                             (SELECT subscription_tier FROM organizations WHERE id = $4)), \
                     (SELECT monthly_budget_usd FROM budget_limits WHERE entity = $2), \
                     (SELECT spent_usd FROM entity_spend WHERE entity = $2 AND period = $3)",
         )
         .bind(user_id)
         .bind(entity.as_str())
         .bind(period.to_string())
+        .bind(org_id)
         .fetch_one(&self.pool)
         .await?;
         let windows: Vec<(String, i64, i64)> = sqlx::query_as(

@@ -47,6 +47,11 @@ macro_rules! now_ms_sql {
     };
 }
 
+// Declared after `now_ms_sql!`, which they use.
+mod keys;
+mod orgs;
+mod summary;
+
 /// A SQLite store. Cloning shares the pool.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -75,6 +80,18 @@ impl SqliteStore {
     pub async fn migrate(&self) -> StoreResult<()> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
+    }
+
+    /// Applies the migrations up to and including `version` only (the test
+    /// helpers build databases as older releases left them this way).
+    pub(super) async fn migrate_to(&self, version: i64) -> StoreResult<()> {
+        MIGRATOR.run_to(version, &self.pool).await?;
+        Ok(())
+    }
+
+    /// The pool, for the test helpers.
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     pub async fn ping(&self) -> StoreResult<()> {
@@ -222,15 +239,19 @@ impl SqliteStore {
     // --- the entity actor's start-up read ---------------------------------------
 
     pub async fn load_entity(&self, entity: &EntityKey, period: Period, now_ms: i64) -> StoreResult<EntityRecord> {
+        // At most one of these is bound; the other subquery matches nothing.
         let user_id = (entity.kind() == EntityKind::User).then(|| entity.id());
+        let org_id = (entity.kind() == EntityKind::Org).then(|| entity.id());
         let (tier, budget, spent): (Option<String>, Option<String>, Option<String>) = sqlx::query_as(
-            "SELECT (SELECT subscription_tier FROM users WHERE id = $1), \
+            "SELECT COALESCE((SELECT subscription_tier FROM users WHERE id = $1), \
+                             (SELECT subscription_tier FROM organizations WHERE id = $4)), \
                     (SELECT monthly_budget_usd FROM budget_limits WHERE entity = $2), \
                     (SELECT spent_usd FROM entity_spend WHERE entity = $2 AND period = $3)",
         )
         .bind(user_id)
         .bind(entity.as_str())
         .bind(period.to_string())
+        .bind(org_id)
         .fetch_one(&self.pool)
         .await?;
         let windows: Vec<(String, i64, i64)> = sqlx::query_as(

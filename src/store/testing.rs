@@ -24,6 +24,18 @@ pub async fn fresh_sqlite() -> (Store, tempfile::TempDir) {
     (store, dir)
 }
 
+/// A SQLite store migrated only up to `version`, as an older release left
+/// it: for testing that later migrations apply to existing databases.
+pub async fn fresh_sqlite_at(version: i64) -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
+    let url = format!("sqlite://{}", dir.path().join("tollgate.db").display());
+    let store = Store::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot open SQLite store at {url}: {e}"));
+    migrate_to(&store, version).await;
+    (store, dir)
+}
+
 /// A migrated Postgres store on a brand-new database named
 /// `tollgate_t_<uuid>`, created on the server named by
 /// `TOLLGATE_TEST_DATABASE_URL`. None (with a note on stderr) when the
@@ -31,6 +43,24 @@ pub async fn fresh_sqlite() -> (Store, tempfile::TempDir) {
 /// so CI, which always sets it, fails loudly. Drop the database at the end
 /// of the test with [`drop_postgres`].
 pub async fn fresh_postgres() -> Option<Store> {
+    let store = new_postgres_database().await?;
+    store
+        .migrate()
+        .await
+        .unwrap_or_else(|e| panic!("cannot migrate test database: {e}"));
+    Some(store)
+}
+
+/// Like [`fresh_postgres`], but migrated only up to `version`, as an older
+/// release left it.
+pub async fn fresh_postgres_at(version: i64) -> Option<Store> {
+    let store = new_postgres_database().await?;
+    migrate_to(&store, version).await;
+    Some(store)
+}
+
+/// A store on a new, empty test database (see [`fresh_postgres`]).
+async fn new_postgres_database() -> Option<Store> {
     let Ok(url) = std::env::var(TEST_DATABASE_URL_VAR) else {
         eprintln!("{TEST_DATABASE_URL_VAR} unset: skipping Postgres");
         return None;
@@ -53,11 +83,30 @@ pub async fn fresh_postgres() -> Option<Store> {
         .await
         .map(Store::Postgres)
         .unwrap_or_else(|e| panic!("cannot connect to test database {name}: {e}"));
-    store
-        .migrate()
-        .await
-        .unwrap_or_else(|e| panic!("cannot migrate test database {name}: {e}"));
     Some(store)
+}
+
+/// Applies a store's migrations up to and including `version`.
+async fn migrate_to(store: &Store, version: i64) {
+    let migrated = match store {
+        Store::Sqlite(s) => s.migrate_to(version).await,
+        Store::Postgres(s) => s.migrate_to(version).await,
+    };
+    migrated.unwrap_or_else(|e| panic!("cannot migrate the test database to version {version}: {e}"));
+}
+
+/// `users.organization_id` of a user (None: no such user, or in no
+/// organisation). The API has no reader for it: the organisation directory
+/// reads memberships; this column is kept for the chat product's own queries.
+pub async fn user_organization_id(store: &Store, user_id: &str) -> Option<String> {
+    const SQL: &str = "SELECT organization_id FROM users WHERE id = $1";
+    let found: Result<Option<Option<String>>, sqlx::Error> = match store {
+        Store::Sqlite(s) => sqlx::query_scalar(SQL).bind(user_id).fetch_optional(s.pool()).await,
+        Store::Postgres(s) => sqlx::query_scalar(SQL).bind(user_id).fetch_optional(s.pool()).await,
+    };
+    found
+        .unwrap_or_else(|e| panic!("cannot read users.organization_id of {user_id}: {e}"))
+        .flatten()
 }
 
 /// Closes a store made by [`fresh_postgres`] and drops its database (best

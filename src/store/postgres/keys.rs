@@ -1,0 +1,168 @@
+//! API keys and their secrets, Postgres flavour.
+//!
+//! Times are `TIMESTAMPTZ` in the tables and Unix milliseconds in Rust; the
+//! conversions happen in SQL (`at_ms!`, `ms_of!`).
+
+use super::PgStore;
+use crate::store::identity::{KeyRow, KeyWithSecretRow, api_key_from_row, group_key_rows};
+use crate::store::{ApiKeyRecord, KeySecret, StoreResult};
+
+impl PgStore {
+    pub(in crate::store) async fn create_api_key(
+        &self,
+        key: &ApiKeyRecord,
+        scopes: &str,
+        secret_hash: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(concat!(
+            "INSERT INTO api_keys (id, name, scopes, org_id, user_id, created_by, created_at, revoked_at, ",
+            "last_used_at) VALUES ($1, $2, $3, $4, $5, $6, ",
+            at_ms!("$7"),
+            ", ",
+            at_ms!("$8"),
+            ", ",
+            at_ms!("$9"),
+            ")"
+        ))
+        .bind(&key.id)
+        .bind(&key.name)
+        .bind(scopes)
+        .bind(&key.org_id)
+        .bind(&key.user_id)
+        .bind(&key.created_by)
+        .bind(key.created_at_ms)
+        .bind(key.revoked_at_ms)
+        .bind(key.last_used_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO api_key_secrets (secret_hash, key_id) VALUES ($1, $2)")
+            .bind(secret_hash)
+            .bind(&key.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(in crate::store) async fn rotate_api_key(
+        &self,
+        key_id: &str,
+        new_secret_hash: &str,
+        old_expires_at_ms: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        // FOR UPDATE: a concurrent revocation (which updates this row) waits
+        // for the rotation, or the rotation sees the key revoked.
+        let live: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM api_keys WHERE id = $1 AND revoked_at IS NULL FOR UPDATE")
+                .bind(key_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if live.is_none() {
+            return Ok(false);
+        }
+        sqlx::query(concat!(
+            "UPDATE api_key_secrets SET expires_at = ",
+            at_ms!("$2"),
+            " WHERE key_id = $1 AND (expires_at IS NULL OR expires_at > ",
+            at_ms!("$2"),
+            ")"
+        ))
+        .bind(key_id)
+        .bind(old_expires_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO api_key_secrets (secret_hash, key_id) VALUES ($1, $2)")
+            .bind(new_secret_hash)
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(in crate::store) async fn revoke_api_key(&self, key_id: &str, now_ms: i64) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(concat!(
+            "UPDATE api_keys SET revoked_at = ",
+            at_ms!("$2"),
+            " WHERE id = $1 AND revoked_at IS NULL"
+        ))
+        .bind(key_id)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM api_key_secrets WHERE key_id = $1")
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(in crate::store) async fn get_api_key(&self, key_id: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        let row: Option<KeyRow> = sqlx::query_as(concat!(
+            "SELECT id, name, scopes, org_id, user_id, created_by, ",
+            ms_of!("created_at"),
+            ", ",
+            ms_of!("revoked_at"),
+            ", ",
+            ms_of!("last_used_at"),
+            " FROM api_keys WHERE id = $1"
+        ))
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(api_key_from_row))
+    }
+
+    pub(in crate::store) async fn load_api_keys(
+        &self,
+        now_ms: i64,
+    ) -> StoreResult<Vec<(ApiKeyRecord, Vec<KeySecret>)>> {
+        let rows: Vec<KeyWithSecretRow> = sqlx::query_as(concat!(
+            "SELECT k.id, k.name, k.scopes, k.org_id, k.user_id, k.created_by, ",
+            ms_of!("k.created_at"),
+            ", ",
+            ms_of!("k.revoked_at"),
+            ", ",
+            ms_of!("k.last_used_at"),
+            ", s.secret_hash, ",
+            ms_of!("s.expires_at"),
+            " FROM api_keys k LEFT JOIN api_key_secrets s ",
+            "ON s.key_id = k.id AND (s.expires_at IS NULL OR s.expires_at > ",
+            at_ms!("$1"),
+            ") WHERE k.revoked_at IS NULL ",
+            "ORDER BY k.id COLLATE \"C\", s.secret_hash COLLATE \"C\""
+        ))
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(group_key_rows(rows))
+    }
+
+    pub(in crate::store) async fn touch_api_keys(&self, latest: &[(&str, i64)]) -> StoreResult<()> {
+        let ids: Vec<&str> = latest.iter().map(|(id, _)| *id).collect();
+        let times: Vec<i64> = latest.iter().map(|(_, at)| *at).collect();
+        let mut tx = self.pool.begin().await?;
+        // Lock the rows in id order first: two nodes touching overlapping
+        // keys then wait for each other instead of deadlocking (the UPDATE's
+        // join visits rows in no promised order).
+        sqlx::query("SELECT 1 FROM api_keys WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(concat!(
+            "UPDATE api_keys k SET last_used_at = GREATEST(k.last_used_at, ",
+            at_ms!("t.ms"),
+            ") FROM UNNEST($1::text[], $2::int8[]) AS t(id, ms) WHERE k.id = t.id"
+        ))
+        .bind(&ids)
+        .bind(&times)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
