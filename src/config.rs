@@ -1,5 +1,6 @@
 //! Configuration: command-line flags with environment fallbacks.
 
+use crate::identity::jwt::JwtConfig;
 use clap::Args;
 use ipnet::IpNet;
 use std::net::SocketAddr;
@@ -51,6 +52,9 @@ pub struct ServeConfig {
     /// (comma-separated IPs or CIDRs).
     #[arg(long, env = "TOLLGATE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpNet>,
+
+    #[command(flatten)]
+    pub jwt: JwtConfig,
 }
 
 impl ServeConfig {
@@ -67,6 +71,7 @@ impl ServeConfig {
             max_entities: 1_000_000,
             hold_ttl_s: 900,
             trusted_proxies: Vec::new(),
+            jwt: JwtConfig::disabled(),
         }
     }
 

@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node (HTTP API on --listen).
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Apply database migrations and exit.
     Migrate(DatabaseConfig),
 }
@@ -39,7 +39,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve(config) => serve(config).await,
+            Command::Serve(config) => serve(*config).await,
             Command::Migrate(db) => {
                 let store = Store::open(&db.database_url).await.context("migrating the database")?;
                 eprintln!("migrations applied ({})", store.backend());

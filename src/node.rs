@@ -5,8 +5,10 @@ use crate::actor::{ActorDeps, EntitySupervisor};
 use crate::catalog::Catalog;
 use crate::config::ServeConfig;
 use crate::http::{self, AppState};
-use crate::identity::Authenticator;
 use crate::identity::admin_token::{self, AdminTokenSource};
+use crate::identity::api_keys::ApiKeys;
+use crate::identity::jwt::JwtVerifier;
+use crate::identity::{Authenticator, Directory};
 use crate::ledger::Ledger;
 use crate::router::deltas::CounterDeltas;
 use crate::router::flusher::Flusher;
@@ -21,12 +23,17 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+/// How often API keys' `last_used_at` is written (one batch per round).
+const KEY_USE_WRITE_INTERVAL: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("could not start the entity supervisor: {0}")]
     Supervisor(String),
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -52,6 +59,14 @@ impl Node {
             _ => None,
         };
 
+        let directory = Arc::new(Directory::new(store.load_memberships().await?));
+        let keys = ApiKeys::load(store.clone()).await?;
+        let jwt = JwtVerifier::new(&config.jwt).map_err(|e| NodeError::Config(e.to_string()))?;
+        if let Some(verifier) = jwt.clone() {
+            // Best effort: a failure only logs, and the first token retries.
+            tokio::spawn(async move { verifier.warm_up().await });
+        }
+
         let deltas = Arc::new(CounterDeltas::default());
         let flusher = Arc::new(Flusher::new(deltas.clone(), store.clone()));
         let (supervisor, _) = Actor::spawn(None, EntitySupervisor, ())
@@ -72,6 +87,7 @@ impl Node {
         let tasks = vec![
             flusher.clone().spawn(config.flush_interval()),
             spawn_sweeper(local.clone(), policy),
+            keys.clone().spawn_last_used_writer(KEY_USE_WRITE_INTERVAL),
         ];
         let ledger_concurrency = if matches!(store, Store::Postgres(_)) { 4 } else { 1 };
         let state = Arc::new(AppState {
@@ -81,8 +97,12 @@ impl Node {
             store,
             auth: Authenticator {
                 admin,
+                keys: keys.ring().clone(),
+                jwt,
                 trusted_proxies: config.trusted_proxies.clone(),
             },
+            directory,
+            keys,
             hold_ttl_ms: i64::try_from(config.hold_ttl_s * 1000).unwrap_or(i64::MAX),
             metrics: Some(metrics_handle().clone()),
             metrics_counters: http::HotCounters::register(),
@@ -130,6 +150,9 @@ impl Node {
     /// Final flush and stop (after the HTTP server has stopped).
     pub async fn shutdown(self) -> Result<(), NodeError> {
         self.state.ledger.drain().await;
+        if let Err(e) = self.state.keys.write_last_used().await {
+            tracing::warn!(error = %e, "could not write API keys' last use at shutdown");
+        }
         for task in &self.tasks {
             task.abort();
         }

@@ -458,13 +458,15 @@ async fn admin_token_is_generated_once() {
     let principal = second
         .state()
         .auth
-        .authenticate(&auth_header(&token), "127.0.0.1:1".parse().expect("addr"));
-    assert_eq!(principal, Ok(tollgate::identity::Principal::Admin));
+        .authenticate(&auth_header(&token), "127.0.0.1:1".parse().expect("addr"))
+        .await;
+    assert!(matches!(principal, Ok(tollgate::identity::Principal::Admin)));
     assert!(
         second
             .state()
             .auth
             .authenticate(&auth_header("tga_wrong"), "127.0.0.1:1".parse().expect("addr"))
+            .await
             .is_err()
     );
     second.shutdown().await.expect("stop");

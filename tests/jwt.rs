@@ -2,6 +2,8 @@
 //! RSA keys generated here and tokens signed by `jsonwebtoken` (or crafted
 //! by hand where no honest library would produce them).
 
+mod common;
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -300,16 +302,13 @@ async fn accepts_tokens_signed_with_a_published_key() {
     assert_eq!(server.requests(), 1);
 }
 
-#[tokio::test]
-async fn refuses_forged_and_invalid_tokens() {
-    let server = JwksServer::start(jwks(&[key_a()])).await;
-    let verifier = server.verifier(LONG);
-    assert!(verifier.warm_up().await);
-    let iss = server.issuer().to_string();
+/// Every kind of bad token, with the error it must get. `iss` is the
+/// accepted issuer; tokens are signed with the test keys.
+fn forged_tokens(iss: &str) -> Vec<(&'static str, String, JwtError)> {
+    let iss = iss.to_string();
     let good = claims(&iss, json!({}));
     let good_token = signed(key_a(), &good);
-
-    let cases: Vec<(&str, String, JwtError)> = vec![
+    vec![
         ("alg none", alg_none(key_a().kid, &good), JwtError::WrongAlgorithm),
         (
             "HS256 keyed with the RSA public key",
@@ -410,7 +409,17 @@ async fn refuses_forged_and_invalid_tokens() {
             format!("{}.{}.sig", "e".repeat(9000), "e"),
             JwtError::Malformed,
         ),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn refuses_forged_and_invalid_tokens() {
+    let server = JwksServer::start(jwks(&[key_a()])).await;
+    let verifier = server.verifier(LONG);
+    assert!(verifier.warm_up().await);
+    let iss = server.issuer().to_string();
+    let good_token = signed(key_a(), &claims(&iss, json!({})));
+    let cases = forged_tokens(&iss);
     for (name, token, expected) in cases {
         let err = refused(&verifier, &token).await;
         assert_eq!(err, expected, "{name}");
@@ -636,4 +645,34 @@ fn looks_like_jwt_routes_bearer_tokens() {
     assert!(looks_like_jwt(&alg_none("k", &json!({}))));
     assert!(!looks_like_jwt("tg_0123456789abcdef"));
     assert!(!looks_like_jwt("not a token"));
+}
+
+/// The same through the HTTP API: a node configured with the loopback key
+/// set accepts its tokens as the token's user, and answers every forged or
+/// invalid one with 401 `invalid_token`; a rotated key set is picked up
+/// without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_accepts_good_tokens_and_refuses_forged_ones() {
+    let server = JwksServer::start(jwks(&[key_a()])).await;
+    let Some(db) = common::TestDb::new(common::Backend::Sqlite).await else {
+        return;
+    };
+    let node = common::TestNode::start_with(&db, |c| c.jwt = server.config(Duration::ZERO)).await;
+    let iss = server.issuer().to_string();
+    let good = signed(key_a(), &claims(&iss, json!({})));
+    let r = node.post("/v1/check", Some(&good), json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert!(r.json["limits"][0]["entity"] == format!("user:{SUBJECT}"), "{}", r.json);
+
+    for (name, token, _) in forged_tokens(&iss) {
+        let r = node.post("/v1/check", Some(&token), json!({})).await;
+        assert_eq!(r.status, 401, "{name}: {}", r.json);
+        assert_eq!(r.json["error"], "invalid_token", "{name}");
+    }
+
+    // The issuer rotates its key: tokens with the new kid work at once.
+    server.publish(jwks(&[key_b()]));
+    let rotated = signed(key_b(), &claims(&iss, json!({})));
+    assert_eq!(node.post("/v1/check", Some(&rotated), json!({})).await.status, 200);
+    node.stop().await;
 }

@@ -4,8 +4,9 @@
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{AdminCaller, ApiJson};
+use super::extract::{AdminCaller, ApiJson, Caller};
 use crate::entity::EntityKey;
+use crate::identity::{Access, Principal};
 use crate::limits::pricing::{Price, valid_model_name};
 use crate::limits::tier::Tier;
 use crate::money::Usd;
@@ -85,7 +86,11 @@ pub async fn put_user(
         return Err(ApiError::invalid("tier", format!("no tier named {:?}", body.tier)));
     }
     app.store.put_user(&id, &body.tier).await?;
-    app.router.set_tier(&key, &body.tier).await?;
+    // A member follows the organisation's plan; their own tier applies
+    // again when they leave.
+    if app.directory.org_of(&id).is_none() {
+        app.router.set_tier(&key, &body.tier).await?;
+    }
     Ok(Json(UserResponse { id, tier: body.tier }))
 }
 
@@ -102,25 +107,42 @@ pub struct BudgetResponse {
 }
 
 pub async fn put_user_budget(
-    _: AdminCaller,
     State(app): State<Arc<AppState>>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<BudgetBody>,
 ) -> Result<Json<BudgetResponse>, ApiError> {
-    let key = EntityKey::user(&id).map_err(|e| ApiError::invalid("user id", e))?;
-    set_budget(&app, key, Some(body.monthly_budget_usd)).await
+    user_budget(&app, &caller, &id, Some(body.monthly_budget_usd)).await
 }
 
 pub async fn delete_user_budget(
-    _: AdminCaller,
     State(app): State<Arc<AppState>>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<BudgetResponse>, ApiError> {
-    let key = EntityKey::user(&id).map_err(|e| ApiError::invalid("user id", e))?;
-    set_budget(&app, key, None).await
+    user_budget(&app, &caller, &id, None).await
 }
 
-async fn set_budget(app: &AppState, key: EntityKey, budget: Option<Usd>) -> Result<Json<BudgetResponse>, ApiError> {
+/// Admins set anyone's budget; an organisation's managers set their
+/// members' budgets.
+async fn user_budget(
+    app: &AppState,
+    caller: &Principal,
+    id: &str,
+    budget: Option<Usd>,
+) -> Result<Json<BudgetResponse>, ApiError> {
+    Access::new(caller, &app.directory)
+        .may_manage_user_budget(id)
+        .map_err(|denied| ApiError::denied(denied, "no such user", "this route needs a credential"))?;
+    let key = EntityKey::user(id).map_err(|e| ApiError::invalid("user id", e))?;
+    set_budget(app, key, budget).await
+}
+
+pub(super) async fn set_budget(
+    app: &AppState,
+    key: EntityKey,
+    budget: Option<Usd>,
+) -> Result<Json<BudgetResponse>, ApiError> {
     app.store.put_budget(&key, budget).await?;
     app.router.set_budget(&key, budget.map(Usd::value)).await?;
     Ok(Json(BudgetResponse {

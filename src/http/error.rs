@@ -1,8 +1,9 @@
 //! Every error the API returns, mapped once: `{"error": code, "message": text}`.
 
-use crate::identity::AuthError;
+use crate::identity::{AuthError, Denied};
 use crate::ledger::LedgerError;
 use crate::router::RouteError;
+use crate::service::tenancy::TenancyError;
 use crate::service::usage::UsageError;
 use crate::store::StoreError;
 use axum::Json;
@@ -54,6 +55,16 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
+    /// An authorisation refusal. `hidden` is the 404 message (the same
+    /// as for something that does not exist); `unauthenticated` the 401's.
+    pub fn denied(denied: Denied, hidden: &str, unauthenticated: &str) -> Self {
+        match denied {
+            Denied::Unauthenticated => Self::unauthorized(unauthenticated),
+            Denied::Forbidden(why) => Self::forbidden(why),
+            Denied::Hidden => Self::not_found("not_found", hidden),
+        }
+    }
+
     fn unavailable(code: &'static str, err: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, format!("{err}; retry shortly"))
     }
@@ -79,9 +90,10 @@ impl IntoResponse for ApiError {
 impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> Self {
         match err {
-            AuthError::MalformedAuthorization | AuthError::InvalidToken => {
+            AuthError::MalformedAuthorization | AuthError::InvalidToken | AuthError::InvalidApiKey => {
                 Self::new(StatusCode::UNAUTHORIZED, "invalid_token", err.to_string())
             }
+            AuthError::KeysUnavailable => Self::unavailable("auth_unavailable", err),
             AuthError::Guest(g) => Self::new(StatusCode::BAD_REQUEST, "invalid_request", g.to_string()),
         }
     }
@@ -107,6 +119,15 @@ impl From<LedgerError> for ApiError {
             "store_unavailable",
             "the usage ledger could not commit; nothing was recorded",
         )
+    }
+}
+
+impl From<TenancyError> for ApiError {
+    fn from(err: TenancyError) -> Self {
+        match err {
+            TenancyError::Store(e) => e.into(),
+            TenancyError::Route(e) => e.into(),
+        }
     }
 }
 

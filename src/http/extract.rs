@@ -3,11 +3,12 @@
 
 use super::AppState;
 use super::error::ApiError;
-use crate::identity::Principal;
+use crate::identity::{Access, Principal};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,19 +23,48 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!("request body must be at most {MAX_BODY_BYTES} bytes"),
-                )
-            } else {
-                ApiError::new(rejection.status(), "invalid_body", rejection.body_text())
-            }
-        })?;
+        let bytes = body_bytes(req, state).await?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// A JSON body that may be left out entirely (then `T::default()`).
+pub struct JsonOrEmpty<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for JsonOrEmpty<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = body_bytes(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(JsonOrEmpty(T::default()));
+        }
+        parse_json(&bytes).map(JsonOrEmpty)
+    }
+}
+
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body must be at most {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            ApiError::new(rejection.status(), "invalid_body", rejection.body_text())
+        }
+    })
+}
+
+/// For `Option<Option<T>>` fields: absent is `None` (with
+/// `#[serde(default)]`), `null` is `Some(None)`, a value `Some(Some(v))`.
+pub fn explicit_null<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
 }
 
 /// Parses JSON, reporting the path of the first bad field. Valid bodies
@@ -87,22 +117,27 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-        Ok(Caller(state.auth.authenticate(&parts.headers, peer)?))
+        Ok(Caller(state.auth.authenticate(&parts.headers, peer).await?))
     }
 }
 
-/// A caller holding the admin token.
+/// A caller with the admin role (admin token, admin key, or admin JWT).
 pub struct AdminCaller;
 
 impl FromRequestParts<Arc<AppState>> for AdminCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        match Caller::from_request_parts(parts, state).await?.0 {
-            Principal::Admin => Ok(AdminCaller),
-            Principal::Guest(_) => Err(ApiError::unauthorized(
-                "this route needs `Authorization: Bearer <admin token>`",
-            )),
-        }
+        let Caller(caller) = Caller::from_request_parts(parts, state).await?;
+        Access::new(&caller, &state.directory)
+            .admin_only()
+            .map(|()| AdminCaller)
+            .map_err(|denied| {
+                ApiError::denied(
+                    denied,
+                    "not found",
+                    "this route needs an admin credential in `Authorization: Bearer <token>`",
+                )
+            })
     }
 }

@@ -2,18 +2,22 @@
 //! call a service, and shape the answer; every error is mapped here once.
 
 pub mod admin;
+pub mod api_keys;
 pub mod check;
 mod check_json;
 pub mod error;
 pub mod extract;
 pub mod ops;
+pub mod orgs;
 pub mod status;
 pub mod subject;
+pub mod summary;
 pub mod usage;
 pub mod views;
 
 use crate::catalog::Catalog;
-use crate::identity::Authenticator;
+use crate::identity::api_keys::ApiKeys;
+use crate::identity::{Authenticator, Directory};
 use crate::ledger::Ledger;
 use crate::router::EntityRouter;
 use crate::store::Store;
@@ -30,6 +34,10 @@ pub struct AppState {
     pub ledger: Ledger,
     pub store: Store,
     pub auth: Authenticator,
+    /// Who belongs to which organisation (in memory).
+    pub directory: Arc<Directory>,
+    /// API key management (the authenticator reads the same ring).
+    pub keys: ApiKeys,
     /// How long an unsettled reservation holds its estimate.
     pub hold_ttl_ms: i64,
     pub metrics: Option<PrometheusHandle>,
@@ -81,6 +89,20 @@ pub fn routes(state: Arc<AppState>) -> Router {
             put(admin::put_user_budget).delete(admin::delete_user_budget),
         )
         .route("/v1/prices/{model}", get(admin::get_price).put(admin::put_price))
+        .route("/v1/orgs", post(orgs::create))
+        .route("/v1/orgs/{id}", get(orgs::get).put(orgs::update))
+        .route(
+            "/v1/orgs/{id}/members/{user_id}",
+            post(orgs::put_member).delete(orgs::delete_member),
+        )
+        .route(
+            "/v1/orgs/{id}/budget",
+            put(orgs::put_budget).delete(orgs::delete_budget),
+        )
+        .route("/v1/api-keys", post(api_keys::create))
+        .route("/v1/api-keys/{id}", get(api_keys::get).delete(api_keys::revoke))
+        .route("/v1/api-keys/{id}/rotate", post(api_keys::rotate))
+        .route("/v1/usage/summary", get(summary::summary))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -2,7 +2,8 @@
 
 use super::error::ApiError;
 use crate::entity::{EntityKey, EntityKind};
-use crate::identity::{Guest, Principal};
+use crate::identity::access::{Acting, Named};
+use crate::identity::{Access, Directory, Guest, Principal};
 use crate::store::UsageSubject;
 use serde::Deserialize;
 
@@ -18,14 +19,22 @@ pub struct GuestRef {
 /// The resolved subject.
 #[derive(Debug, Clone)]
 pub struct Subject {
-    /// Entities that must all allow, in key order.
+    /// Entities that must all allow, in key order: a user and their
+    /// organisation, or a guest's IP and fingerprint.
     pub entities: Vec<EntityKey>,
 }
 
 impl Subject {
-    fn user(id: &str) -> Result<Self, ApiError> {
+    /// A user, and their organisation if they belong to one: both must
+    /// allow, and spend counts against both.
+    fn user(id: &str, directory: &Directory) -> Result<Self, ApiError> {
         let key = EntityKey::user(id).map_err(|e| ApiError::invalid("user_id", e))?;
-        Ok(Subject { entities: vec![key] })
+        let mut entities = vec![key];
+        if let Some(org) = directory.org_of(id) {
+            entities.push(EntityKey::org(&org).map_err(|e| ApiError::invalid("organization id", e))?);
+        }
+        entities.sort();
+        Ok(Subject { entities })
     }
 
     fn guest(guest: &Guest) -> Self {
@@ -62,38 +71,41 @@ impl Subject {
 }
 
 /// Resolves the subject of a check, usage or status request: a service
-/// credential names exactly one of `user_id` / `guest`; anyone else is
-/// their own subject and may name neither.
-pub fn resolve(caller: &Principal, user_id: Option<&str>, guest: Option<&GuestRef>) -> Result<Subject, ApiError> {
-    match caller {
-        Principal::Admin => match (user_id, guest) {
-            (Some(id), None) => Subject::user(id),
-            (None, Some(g)) => Subject::named_guest(g),
-            (Some(_), Some(_)) => Err(ApiError::invalid("user_id", "name either user_id or guest, not both")),
-            (None, None) => Err(ApiError::invalid(
-                "user_id",
-                "a service credential must name the subject: user_id or guest",
-            )),
-        },
-        Principal::Guest(g) => {
-            if user_id.is_some() || guest.is_some() {
-                return Err(ApiError::unauthorized(
-                    "only a service credential may name user_id or guest; send the credential in Authorization",
-                ));
-            }
-            Ok(Subject::guest(g))
-        }
+/// credential names exactly one of `user_id` / `guest`; a user credential
+/// is its own subject (and may name only itself); a guest is itself.
+pub fn resolve(
+    caller: &Principal,
+    directory: &Directory,
+    user_id: Option<&str>,
+    guest: Option<&GuestRef>,
+) -> Result<Subject, ApiError> {
+    let named = match (user_id, guest) {
+        (Some(_), Some(_)) => return Err(ApiError::invalid("user_id", "name either user_id or guest, not both")),
+        (Some(id), None) => Named::User(id),
+        (None, Some(_)) => Named::Guest,
+        (None, None) => Named::Nothing,
+    };
+    let acting = Access::new(caller, directory).subject(named).map_err(|denied| {
+        ApiError::denied(
+            denied,
+            "no such user for this credential",
+            "only a service credential may name user_id or guest; send the credential in Authorization",
+        )
+    })?;
+    match (acting, guest, caller) {
+        (Acting::User(id), _, _) => Subject::user(&id, directory),
+        (Acting::NamedGuest, Some(g), _) => Subject::named_guest(g),
+        (Acting::SelfGuest, _, Principal::Guest(g)) => Ok(Subject::guest(g)),
+        _ => Err(ApiError::invalid("guest", "a guest must be named by ip")),
     }
 }
 
 /// May `caller` act on every one of `entities`? (For reservation ids,
 /// which carry their entities.)
-pub fn may_act_on(caller: &Principal, entities: &[EntityKey]) -> bool {
-    match caller {
-        Principal::Admin => true,
-        Principal::Guest(g) => {
-            let own = g.entities();
-            entities.iter().all(|e| own.contains(e))
-        }
-    }
+pub fn may_act_on(caller: &Principal, directory: &Directory, entities: &[EntityKey]) -> bool {
+    let own_guest = match caller {
+        Principal::Guest(g) => g.entities(),
+        _ => Vec::new(),
+    };
+    Access::new(caller, directory).may_act_on(entities, &own_guest)
 }

@@ -52,7 +52,7 @@ pub async fn record(
     Caller(caller): Caller,
     ApiJson(req): ApiJson<UsageRequest>,
 ) -> Result<Response, ApiError> {
-    let subject = subject::resolve(&caller, req.user_id.as_deref(), req.guest.as_ref())?;
+    let subject = subject::resolve(&caller, &app.directory, req.user_id.as_deref(), req.guest.as_ref())?;
     if !valid_model_name(&req.model) {
         return Err(ApiError::invalid(
             "model",
@@ -126,7 +126,7 @@ pub async fn release(
     let reservation = ReservationId::parse(&id).ok_or_else(not_found)?;
     // A caller that may not act on the reservation's entities learns
     // nothing about it, not even that it exists.
-    if !subject::may_act_on(&caller, &reservation.entities) {
+    if !subject::may_act_on(&caller, &app.directory, &reservation.entities) {
         return Err(not_found());
     }
     let amount = usage::release(&app.router, &reservation).await?.ok_or_else(not_found)?;

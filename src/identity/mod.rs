@@ -2,27 +2,32 @@
 //!
 //! A bearer token must be valid (a wrong one is a 401, never a silent
 //! downgrade to guest); no credential at all makes the caller a guest.
+//! Three kinds of token are told apart by their shape: API keys start with
+//! `tg_`, JWTs are three dot-separated base64url parts, and anything else
+//! is compared with the admin token.
 
+pub mod access;
 pub mod admin_token;
+pub mod api_keys;
+pub mod directory;
 pub mod guest;
 pub mod jwt;
+pub mod key_ring;
+pub mod principal;
+pub mod scope;
 
+pub use access::{Access, Denied};
 pub use admin_token::AdminToken;
+pub use directory::Directory;
 pub use guest::Guest;
+pub use key_ring::KeyRing;
+pub use principal::Principal;
 
+use crate::limits::calendar::now_ms;
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 use std::net::SocketAddr;
-
-/// The authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
-    /// The admin token: manages everything, and acts as a service
-    /// credential (may name any subject in a check).
-    Admin,
-    /// No credential.
-    Guest(Guest),
-}
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -30,40 +35,72 @@ pub enum AuthError {
     MalformedAuthorization,
     #[error("the token is not valid")]
     InvalidToken,
+    #[error("the API key is not valid (unknown, revoked, or past its rotation grace period)")]
+    InvalidApiKey,
+    #[error("the token's issuer cannot be reached to check its signing keys")]
+    KeysUnavailable,
     #[error(transparent)]
     Guest(#[from] guest::GuestError),
 }
 
 /// Authenticates requests.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Authenticator {
     pub admin: AdminToken,
+    pub keys: Arc<KeyRing>,
+    pub jwt: Option<jwt::JwtVerifier>,
     pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Authenticator {
-    pub fn authenticate(&self, headers: &HeaderMap, peer: SocketAddr) -> Result<Principal, AuthError> {
-        match headers.get(axum::http::header::AUTHORIZATION) {
-            None => Ok(Principal::Guest(guest::from_request(
+    pub async fn authenticate(&self, headers: &HeaderMap, peer: SocketAddr) -> Result<Principal, AuthError> {
+        let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+            return Ok(Principal::Guest(guest::from_request(
                 headers,
                 peer,
                 &self.trusted_proxies,
-            )?)),
-            Some(value) => {
-                let token = value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .ok_or(AuthError::MalformedAuthorization)?;
-                if self.admin.verify(token) {
-                    Ok(Principal::Admin)
-                } else {
-                    metrics::counter!("tollgate_auth_failures_total").increment(1);
-                    Err(AuthError::InvalidToken)
-                }
-            }
+            )?));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| failed(peer, "malformed_authorization", AuthError::MalformedAuthorization))?;
+
+        if token.starts_with(api_keys::SECRET_PREFIX) {
+            return match self.keys.lookup(token, now_ms()) {
+                Some(grant) if grant.scopes.contains(scope::Scope::Admin) => Ok(Principal::Admin),
+                Some(grant) => Ok(Principal::Key(grant)),
+                None => Err(failed(peer, "api_key", AuthError::InvalidApiKey)),
+            };
         }
+        if self.admin.verify(token) {
+            return Ok(Principal::Admin);
+        }
+        if let Some(verifier) = &self.jwt
+            && jwt::looks_like_jwt(token)
+        {
+            return match verifier.verify(token).await {
+                Ok(verified) if verified.admin => Ok(Principal::Admin),
+                Ok(verified) => Ok(Principal::User {
+                    user_id: Arc::from(verified.subject.as_str()),
+                }),
+                Err(jwt::JwtError::KeysUnavailable) => Err(failed(peer, "jwt", AuthError::KeysUnavailable)),
+                Err(e) => {
+                    tracing::info!(%peer, reason = e.reason(), "JWT refused");
+                    Err(failed(peer, "jwt", AuthError::InvalidToken))
+                }
+            };
+        }
+        Err(failed(peer, "token", AuthError::InvalidToken))
     }
+}
+
+/// Counts and logs a failed authentication (never the token itself).
+fn failed(peer: SocketAddr, kind: &'static str, error: AuthError) -> AuthError {
+    metrics::counter!("tollgate_auth_failures_total", "kind" => kind).increment(1);
+    tracing::info!(%peer, kind, "authentication failed");
+    error
 }

@@ -3,4 +3,5 @@
 
 pub mod check;
 pub mod reservation;
+pub mod tenancy;
 pub mod usage;

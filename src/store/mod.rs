@@ -69,7 +69,7 @@ pub struct WindowCount {
 /// Everything an entity actor reads when it starts.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EntityRecord {
-    /// `users.subscription_tier` for a `user:` key,
+    /// For a `user:` key, its organisation's tier if it is a member, else `users.subscription_tier`;
     /// `organizations.subscription_tier` for an `org:` key (None: no row, so
     /// the default tier). Always None for guests.
     pub tier: Option<String>,

@@ -239,10 +239,13 @@ impl PgStore {
 
     pub async fn load_entity(&self, entity: &EntityKey, period: Period, now_ms: i64) -> StoreResult<EntityRecord> {
         // At most one of these is bound; the other subquery matches nothing.
+        // A member of an organisation follows the organisation's tier.
         let user_id = (entity.kind() == EntityKind::User).then(|| entity.id());
         let org_id = (entity.kind() == EntityKind::Org).then(|| entity.id());
         let (tier, budget, spent): (Option<String>, Option<Decimal>, Option<Decimal>) = sqlx::query_as(
-            "SELECT COALESCE((SELECT subscription_tier FROM users WHERE id = $1), \
+            "SELECT COALESCE((SELECT o.subscription_tier FROM org_members m \
+                                  JOIN organizations o ON o.id = m.org_id WHERE m.user_id = $1), \
+                             (SELECT subscription_tier FROM users WHERE id = $1), \
                              (SELECT subscription_tier FROM organizations WHERE id = $4)), \
                     (SELECT monthly_budget_usd FROM budget_limits WHERE entity = $2), \
                     (SELECT spent_usd FROM entity_spend WHERE entity = $2 AND period = $3)",

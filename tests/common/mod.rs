@@ -16,6 +16,28 @@ use tollgate::router::LocalEntities;
 
 pub const ADMIN: &str = "test-admin-token";
 
+/// The HS256 secret of [`TestNode::start_with_jwt`] nodes.
+pub const JWT_SECRET: &str = "test-jwt-secret-at-least-32-bytes-long!";
+pub const JWT_ISSUER: &str = "https://tollgate-test.example/";
+pub const JWT_AUDIENCE: &str = "https://api.tollgate.test";
+
+/// A valid HS256 access token for `sub` (an hour from now).
+pub fn user_token(sub: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = serde_json::json!({
+        "iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "sub": sub, "iat": now, "exp": now + 3600,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("sign")
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -152,6 +174,22 @@ impl TestNode {
             shutdown: Some(tx),
             join: Some(join),
         }
+    }
+
+    /// A node that accepts HS256 user tokens made by [`user_token`].
+    pub async fn start_with_jwt(db: &TestDb) -> TestNode {
+        Self::start_with(db, |c| {
+            c.jwt.jwt_issuer = Some(JWT_ISSUER.to_string());
+            c.jwt.jwt_audience = Some(JWT_AUDIENCE.to_string());
+            c.jwt.jwt_hs256_secret = Some(JWT_SECRET.to_string());
+        })
+        .await
+    }
+
+    /// Any request with an optional JSON body, as `token`.
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        self.send(method, path, token, body.map(|b| b.to_string())).await
     }
 
     /// Graceful stop: in-flight requests finish, counters are flushed.

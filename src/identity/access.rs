@@ -1,0 +1,307 @@
+//! Who may do what: every authorisation decision of the API, in one place,
+//! with no IO (the directory is in memory).
+//!
+//! The rule that keeps tenants apart: a caller never learns that another
+//! tenant's resource exists. Anything outside the caller's reach is
+//! [`Denied::Hidden`] (a 404, the same answer as for a resource that does
+//! not exist). [`Denied::Forbidden`] (403) is only for actions on the
+//! caller's own tenant that its credential is not allowed to take, and
+//! [`Denied::Unauthenticated`] (401) for callers with no credential.
+
+use super::directory::Directory;
+use super::principal::Principal;
+use super::scope::{Scope, Scopes};
+use crate::entity::{EntityKey, EntityKind};
+use std::sync::Arc;
+
+/// Why an action is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// No credential was presented (401).
+    Unauthenticated,
+    /// The caller's credential may not do this (403).
+    Forbidden(&'static str),
+    /// Not the caller's to see (404).
+    Hidden,
+}
+
+/// Whose limits a check, usage or status is about, as named by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Named<'a> {
+    User(&'a str),
+    Guest,
+    Nothing,
+}
+
+/// What a check, usage or status may act on, once allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acting {
+    /// This user (and their organisation, if any).
+    User(Arc<str>),
+    /// The guest the caller named.
+    NamedGuest,
+    /// The anonymous caller itself.
+    SelfGuest,
+}
+
+/// An organisation and a user an action is narrowed to (`None`: any).
+pub type Reach = (Option<Arc<str>>, Option<Arc<str>>);
+
+/// Decisions for one caller.
+pub struct Access<'a> {
+    pub principal: &'a Principal,
+    pub directory: &'a Directory,
+}
+
+impl<'a> Access<'a> {
+    pub fn new(principal: &'a Principal, directory: &'a Directory) -> Self {
+        Access { principal, directory }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        matches!(self.principal, Principal::Admin)
+    }
+
+    /// Admin-only routes (tiers, prices, user tiers).
+    pub fn admin_only(&self) -> Result<(), Denied> {
+        match self.principal {
+            Principal::Admin => Ok(()),
+            Principal::Guest(_) => Err(Denied::Unauthenticated),
+            _ => Err(Denied::Forbidden("this route needs an admin credential")),
+        }
+    }
+
+    /// Any credential at all (not a guest).
+    pub fn signed_in(&self) -> Result<(), Denied> {
+        match self.principal {
+            Principal::Guest(_) => Err(Denied::Unauthenticated),
+            _ => Ok(()),
+        }
+    }
+
+    /// The subject of a check, usage or status request.
+    pub fn subject(&self, named: Named<'_>) -> Result<Acting, Denied> {
+        if let Principal::Guest(_) = self.principal {
+            return match named {
+                Named::Nothing => Ok(Acting::SelfGuest),
+                _ => Err(Denied::Unauthenticated),
+            };
+        }
+        if let Some(reach) = self.principal.service_reach() {
+            return match (named, reach) {
+                (Named::User(user), None) => Ok(Acting::User(Arc::from(user))),
+                (Named::User(user), Some(org)) if self.directory.is_member(user, org) => {
+                    Ok(Acting::User(Arc::from(user)))
+                }
+                (Named::User(_), Some(_)) => Err(Denied::Hidden),
+                (Named::Guest, None) => Ok(Acting::NamedGuest),
+                (Named::Guest, Some(_)) => Err(Denied::Forbidden(
+                    "an organisation's service key names its members only, not guests",
+                )),
+                (Named::Nothing, _) => match self.principal.own_user() {
+                    Some(own) => Ok(Acting::User(own.clone())),
+                    None => Err(Denied::Forbidden(
+                        "a service credential must name the subject: user_id or guest",
+                    )),
+                },
+            };
+        }
+        let Some(own) = self.principal.own_user() else {
+            return Err(Denied::Forbidden(
+                "this credential has neither the check nor the service scope",
+            ));
+        };
+        match named {
+            Named::Nothing => Ok(Acting::User(own.clone())),
+            Named::User(user) if user == &**own => Ok(Acting::User(own.clone())),
+            Named::User(_) => Err(Denied::Hidden),
+            Named::Guest => Err(Denied::Forbidden("a user credential acts only as its own user")),
+        }
+    }
+
+    /// May the caller release or settle a hold on all of `entities`?
+    /// (Reservation ids name their entities.)
+    pub fn may_act_on(&self, entities: &[EntityKey], own_guest: &[EntityKey]) -> bool {
+        entities.iter().all(|key| match key.kind() {
+            EntityKind::User => self.subject(Named::User(key.id())).is_ok(),
+            EntityKind::Org => self.may_spend_for_org(key.id()),
+            EntityKind::Ip | EntityKind::Fingerprint => match self.principal {
+                Principal::Guest(_) => own_guest.contains(key),
+                _ => self.subject(Named::Guest).is_ok(),
+            },
+        })
+    }
+
+    /// An org's hold may be touched by whoever may act for one of its
+    /// members: admins, unbound service keys, the org's service keys, and
+    /// its members acting as themselves.
+    fn may_spend_for_org(&self, org_id: &str) -> bool {
+        match self.principal.service_reach() {
+            Some(None) => true,
+            Some(Some(org)) => &**org == org_id,
+            None => self
+                .principal
+                .own_user()
+                .is_some_and(|user| self.directory.is_member(user, org_id)),
+        }
+    }
+
+    /// May the caller see the organisation at all? (Members and the org's
+    /// own keys may; anyone else learns nothing.)
+    pub fn may_read_org(&self, org_id: &str) -> Result<(), Denied> {
+        match self.principal {
+            Principal::Admin => Ok(()),
+            Principal::Guest(_) => Err(Denied::Unauthenticated),
+            Principal::Key(grant) if grant.org_id.as_deref() == Some(org_id) => Ok(()),
+            _ => match self.principal.own_user() {
+                Some(user) if self.directory.is_member(user, org_id) => Ok(()),
+                _ => Err(Denied::Hidden),
+            },
+        }
+    }
+
+    /// May the caller manage the organisation (members, budget, name,
+    /// keys, usage summary)? Admins, the org's `org_admin` keys, and its
+    /// owners and admins signed in as themselves.
+    pub fn may_manage_org(&self, org_id: &str) -> Result<(), Denied> {
+        self.may_read_org(org_id)?;
+        let allowed = match self.principal {
+            Principal::Admin => true,
+            Principal::Key(grant) => grant.scopes.contains(Scope::OrgAdmin),
+            Principal::User { user_id } => self.directory.membership(user_id).is_some_and(|m| m.is_org_admin()),
+            Principal::Guest(_) => false,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(Denied::Forbidden(
+                "only the organisation's owners and admins may do this",
+            ))
+        }
+    }
+
+    /// Changing an organisation's tier is billing: admins only, but the
+    /// org's own managers get a 403 rather than a 404.
+    pub fn may_set_org_tier(&self, org_id: &str) -> Result<(), Denied> {
+        self.may_read_org(org_id)?;
+        self.admin_only()
+            .map_err(|_| Denied::Forbidden("only an admin may change an organisation's tier"))
+    }
+
+    /// A user's budget: admins, or managers of the user's organisation.
+    pub fn may_manage_user_budget(&self, user_id: &str) -> Result<(), Denied> {
+        if self.is_admin() {
+            return Ok(());
+        }
+        self.signed_in()?;
+        match self.directory.org_of(user_id) {
+            Some(org) => self.may_manage_org(&org),
+            None => Err(Denied::Hidden),
+        }
+    }
+
+    /// May the caller create a key with these scopes for this org/user?
+    /// Returns the key's org and user (a user's own key defaults to them).
+    pub fn may_create_key(&self, scopes: Scopes, org_id: Option<&str>, user_id: Option<&str>) -> Result<Reach, Denied> {
+        let org = org_id.map(Arc::from);
+        let user = user_id.map(Arc::from);
+        match self.principal {
+            Principal::Admin => Ok((org, user)),
+            Principal::Guest(_) => Err(Denied::Unauthenticated),
+            _ if scopes.contains(Scope::Admin) => Err(Denied::Forbidden("only an admin may create admin keys")),
+            _ => {
+                if let Some(org_id) = org_id {
+                    self.may_manage_org(org_id)?;
+                    if let Some(user) = user_id
+                        && !self.directory.is_member(user, org_id)
+                    {
+                        return Err(Denied::Hidden);
+                    }
+                    return Ok((org, user));
+                }
+                // A personal key: a signed-in user may give themselves a
+                // `check` key, nothing more.
+                match self.principal {
+                    Principal::User { user_id: own } => {
+                        if user_id.is_some_and(|u| u != &**own) {
+                            return Err(Denied::Hidden);
+                        }
+                        let check_only: Scopes = [Scope::Check].into_iter().collect();
+                        if !scopes.is_subset_of(check_only) {
+                            return Err(Denied::Forbidden("a user may create only `check` keys for themselves"));
+                        }
+                        Ok((None, Some(own.clone())))
+                    }
+                    Principal::Key(grant) if grant.scopes.contains(Scope::OrgAdmin) => {
+                        // An org admin key creates keys in its own org.
+                        let Some(own_org) = grant.org_id.clone() else {
+                            return Err(Denied::Forbidden("this key may not create keys"));
+                        };
+                        if let Some(user) = user_id
+                            && !self.directory.is_member(user, &own_org)
+                        {
+                            return Err(Denied::Hidden);
+                        }
+                        Ok((Some(own_org), user))
+                    }
+                    _ => Err(Denied::Forbidden("this credential may not create keys")),
+                }
+            }
+        }
+    }
+
+    /// May the caller rotate, revoke or read a key owned by this org/user?
+    pub fn may_manage_key(&self, key_org: Option<&str>, key_user: Option<&str>) -> Result<(), Denied> {
+        match self.principal {
+            Principal::Admin => Ok(()),
+            Principal::Guest(_) => Err(Denied::Unauthenticated),
+            _ => match (key_org, key_user) {
+                (Some(org), _) => self.may_manage_org(org).map_err(|_| Denied::Hidden),
+                (None, Some(user)) => match self.principal {
+                    Principal::User { user_id } if &**user_id == user => Ok(()),
+                    _ => Err(Denied::Hidden),
+                },
+                (None, None) => Err(Denied::Hidden),
+            },
+        }
+    }
+
+    /// The filters a usage summary runs with: the caller's reach narrows
+    /// what it asked for, and anything outside it is hidden.
+    pub fn summary_scope(&self, org_id: Option<&str>, user_id: Option<&str>) -> Result<Reach, Denied> {
+        let within = |org: &str| match user_id {
+            Some(u) if !self.directory.is_member(u, org) => Err(Denied::Hidden),
+            _ => Ok((Some(Arc::from(org)), user_id.map(Arc::from))),
+        };
+        match self.principal {
+            Principal::Admin => Ok((org_id.map(Arc::from), user_id.map(Arc::from))),
+            Principal::Guest(_) => Err(Denied::Unauthenticated),
+            Principal::Key(grant) if grant.org_id.is_some() && !grant.scopes.contains(Scope::Check) => {
+                let own_org = grant.org_id.as_deref().unwrap_or_default();
+                if org_id.is_some_and(|o| o != own_org) {
+                    return Err(Denied::Hidden);
+                }
+                within(own_org)
+            }
+            Principal::Key(grant) if grant.org_id.is_none() && grant.scopes.contains(Scope::Service) => {
+                Ok((org_id.map(Arc::from), user_id.map(Arc::from)))
+            }
+            _ => {
+                let Some(own) = self.principal.own_user() else {
+                    return Err(Denied::Forbidden("this credential may not read usage summaries"));
+                };
+                if let Some(org) = org_id {
+                    self.may_read_org(org)?;
+                    if self.may_manage_org(org).is_ok() {
+                        return within(org);
+                    }
+                }
+                // Anyone else sees only their own usage.
+                match user_id {
+                    Some(u) if u != &**own => Err(Denied::Hidden),
+                    _ => Ok((org_id.map(Arc::from), Some(own.clone()))),
+                }
+            }
+        }
+    }
+}
