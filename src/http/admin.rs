@@ -133,7 +133,7 @@ async fn user_budget(
 ) -> Result<Json<BudgetResponse>, ApiError> {
     Access::new(caller, &app.directory)
         .may_manage_user_budget(id)
-        .map_err(|denied| ApiError::denied(denied, "no such user", "this route needs a credential"))?;
+        .map_err(|denied| ApiError::denied(denied, "no such user", "this route needs the admin token, or an organisation manager's credential, in `Authorization: Bearer <token>`"))?;
     let key = EntityKey::user(id).map_err(|e| ApiError::invalid("user id", e))?;
     set_budget(app, key, budget).await
 }

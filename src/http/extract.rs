@@ -136,7 +136,7 @@ impl FromRequestParts<Arc<AppState>> for AdminCaller {
                 ApiError::denied(
                     denied,
                     "not found",
-                    "this route needs an admin credential in `Authorization: Bearer <token>`",
+                    "this route needs the admin token (or an admin API key or JWT) in `Authorization: Bearer <token>`",
                 )
             })
     }

@@ -85,6 +85,12 @@ pub fn resolve(
         (None, Some(_)) => Named::Guest,
         (None, None) => Named::Nothing,
     };
+    if named == Named::Nothing && caller.service_reach().is_some() && caller.own_user().is_none() {
+        return Err(ApiError::invalid(
+            "user_id",
+            "a service credential must name the subject: user_id or guest",
+        ));
+    }
     let acting = Access::new(caller, directory).subject(named).map_err(|denied| {
         ApiError::denied(
             denied,

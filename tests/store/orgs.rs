@@ -231,9 +231,13 @@ async fn check_load_entity_reads_org_tier(store: Store) {
     store.create_org(&org(ORG_A, "alice", "enterprise")).await.unwrap();
     let record = store.load_entity(&key, period, NOW).await.unwrap();
     assert_eq!(record.tier.as_deref(), Some("enterprise"));
-    // A member's user key still reads the user's own tier.
+    // A member's user key follows the organisation's tier...
     let alice = store.load_entity(&user("alice"), period, NOW).await.unwrap();
-    assert_eq!(alice.tier.as_deref(), Some("pro"));
+    assert_eq!(alice.tier.as_deref(), Some("enterprise"));
+    // ...and a user in no organisation reads their own.
+    store.put_user("bob", "pro").await.unwrap();
+    let bob = store.load_entity(&user("bob"), period, NOW).await.unwrap();
+    assert_eq!(bob.tier.as_deref(), Some("pro"));
     // An org id that happens to be a user id does not borrow the user's tier.
     let not_an_org = store
         .load_entity(&EntityKey::org("alice").unwrap(), period, NOW)
