@@ -68,6 +68,21 @@ pub struct EntityKey {
     text: Arc<str>,
 }
 
+/// On the wire (the cluster's RPC) a key is its `kind:id` text, parsed
+/// and validated again on arrival.
+impl serde::Serialize for EntityKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EntityKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        EntityKey::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 impl EntityKey {
     /// A user by their identity-provider subject (Auth0 `sub`).
     pub fn user(id: &str) -> Result<Self, KeyError> {

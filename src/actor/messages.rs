@@ -39,14 +39,14 @@ pub enum EntityMsg {
 }
 
 /// The outcome of an [`EntityMsg::Admit`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AdmitReply {
     pub result: Result<Admitted, Refusal>,
     pub view: EntityView,
 }
 
 /// A committed usage event as it concerns one entity.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct Settlement {
     pub hold: Option<Uuid>,
     /// The entity's spend total for the period after the commit, or None
@@ -55,7 +55,7 @@ pub struct Settlement {
 }
 
 /// An entity's limits and budget as the caller sees them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EntityView {
     pub key: EntityKey,
     pub tier: Arc<Tier>,

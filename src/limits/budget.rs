@@ -13,14 +13,14 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 /// One reservation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Hold {
     pub amount: Decimal,
     pub expires_ms: i64,
 }
 
 /// An entity's budget state for the current period.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Budget {
     limit: Option<Decimal>,
     period: Period,

@@ -12,7 +12,7 @@ pub const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 ///
 /// Its bounds are computed once, at construction, because the check path
 /// asks "is `now` still in this month?" several times per request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Period {
     year: i32,
     /// 1..=12

@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 /// Which limit a view or refusal is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum WindowName {
     Day,
     Month,
@@ -38,7 +38,7 @@ impl WindowName {
 }
 
 /// What one check asks of one entity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Ask {
     /// Messages counted (≥ 1).
     pub requests: u64,
@@ -49,7 +49,7 @@ pub struct Ask {
 }
 
 /// Why an entity refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Refusal {
     RateLimited { window: WindowName, retry_at_ms: i64 },
     BudgetExceeded { retry_at_ms: i64 },
@@ -64,7 +64,7 @@ impl Refusal {
 }
 
 /// What an admission changed, so it can be undone or flushed exactly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Admitted {
     pub requests: u64,
     pub day_start_ms: i64,
@@ -74,7 +74,7 @@ pub struct Admitted {
 }
 
 /// One window as reported to the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LimitView {
     pub window: WindowName,
     pub limit: u64,
@@ -84,7 +84,7 @@ pub struct LimitView {
 }
 
 /// The budget as reported to the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BudgetView {
     pub limit_usd: Option<Decimal>,
     pub spent_usd: Decimal,
@@ -94,7 +94,7 @@ pub struct BudgetView {
 }
 
 /// All limit state of one entity.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EntityLimits {
     day: DayWindow,
     month: MonthWindow,

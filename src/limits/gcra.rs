@@ -9,7 +9,7 @@
 const MINUTE_NS: i128 = 60_000_000_000;
 
 /// GCRA state: the theoretical arrival time, in Unix nanoseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Gcra {
     tat_ns: i128,
 }

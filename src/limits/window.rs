@@ -8,7 +8,7 @@
 use super::calendar::{DAY_MS, Period};
 
 /// The fixed 24 h window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct DayWindow {
     /// When the current window started; `None` before the first request.
     start_ms: Option<i64>,
@@ -66,7 +66,7 @@ impl DayWindow {
 }
 
 /// The calendar-month window (UTC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MonthWindow {
     period: Period,
     count: u64,
