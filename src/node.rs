@@ -77,6 +77,7 @@ impl Node {
             catalog: catalog.clone(),
             deltas,
             flusher: flusher.clone(),
+            takeover: None,
         };
         let local = Arc::new(LocalEntities::new(supervisor.get_cell(), deps));
         let policy = PassivationPolicy {

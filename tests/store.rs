@@ -264,6 +264,7 @@ async fn check_counter_deltas_add_up(store: Store) {
         window,
         window_start_ms: start,
         delta,
+        epoch: 0,
     };
     store.flush_counters(&[]).await.unwrap();
     store
@@ -305,6 +306,7 @@ async fn check_counter_deltas_add_up(store: Store) {
                 window: WindowKind::Day,
                 window_start_ms: day,
                 delta: part,
+                epoch: 0,
             });
         }
     }
@@ -334,6 +336,7 @@ async fn check_load_entity_reads_current_windows(store: Store) {
         window,
         window_start_ms: start,
         delta,
+        epoch: 0,
     };
     store
         .flush_counters(&[

@@ -2,7 +2,7 @@
 
 use super::ActorDeps;
 use super::load;
-use super::messages::{AdmitReply, EntityMsg, EntityView, Settlement};
+use super::messages::{AdmitReply, EntityMsg, EntitySnapshot, EntityView, Settlement};
 use crate::entity::EntityKey;
 use crate::limits::calendar::{Period, now_ms};
 use crate::limits::entity::EntityLimits;
@@ -27,6 +27,9 @@ pub struct EntityState {
     tier: Arc<Tier>,
     tier_version: u64,
     limits: EntityLimits,
+    /// Ownership epoch in a cluster (0 on a single node): the counter
+    /// deltas this actor adds are written only while it is current.
+    epoch: u64,
     deps: ActorDeps,
 }
 
@@ -69,21 +72,37 @@ impl Actor for EntityActor {
         args: EntityArgs,
     ) -> Result<EntityState, ActorProcessingErr> {
         let EntityArgs { key, deps } = args;
-        // Hold the flush lock while reading so that no delta is in flight
-        // between the accumulator and the store: each is counted once.
-        let (record, pending, now) = {
-            let _guard = deps.flusher.read_guard().await;
-            let now = now_ms();
-            let record = deps.store.load_entity(&key, Period::containing(now), now).await?;
-            (record, deps.deltas.pending(&key), now)
+        let (snapshot, epoch) = match &deps.takeover {
+            // The previous owner hands over first (writing its own deltas
+            // under its epoch), then this node claims the next epoch.
+            Some(takeover) => {
+                let snapshot = takeover.previous_state(&key).await;
+                let epoch = deps.store.claim_entity(&key, takeover.node_id()).await?;
+                (snapshot, epoch)
+            }
+            None => (None, 0),
         };
-        let tier_name: Arc<str> = load::tier_name(&key, &record).into();
+        let now = now_ms();
+        let (tier_name, limits): (Arc<str>, EntityLimits) = match snapshot {
+            // Live state from the previous owner is newer than the store.
+            Some(snapshot) => (snapshot.tier_name.into(), snapshot.limits),
+            None => {
+                // Hold the flush lock while reading so that no delta is in
+                // flight between the accumulator and the store: each is
+                // counted once.
+                let _guard = deps.flusher.read_guard().await;
+                let record = deps.store.load_entity(&key, Period::containing(now), now).await?;
+                let pending = deps.deltas.pending(&key);
+                (load::tier_name(&key, &record).into(), load::restore(&record, &pending, now))
+            }
+        };
         let tier_version = deps.catalog.tier_version();
         Ok(EntityState {
             tier: deps.catalog.tier_or_default(&tier_name),
             tier_name,
             tier_version,
-            limits: load::restore(&record, &pending, now),
+            limits,
+            epoch,
             key,
             deps,
         })
@@ -106,7 +125,7 @@ impl Actor for EntityActor {
                     state
                         .deps
                         .deltas
-                        .add_admission(&state.key, admitted, admitted.requests as i64);
+                        .add_admission(&state.key, admitted, admitted.requests as i64, state.epoch);
                 }
                 let _ = reply.send(AdmitReply {
                     result,
@@ -118,7 +137,7 @@ impl Actor for EntityActor {
                 state
                     .deps
                     .deltas
-                    .add_admission(&state.key, &admitted, -(admitted.requests as i64));
+                    .add_admission(&state.key, &admitted, -(admitted.requests as i64), state.epoch);
                 let _ = reply.send(state.view(now));
             }
             EntityMsg::View(reply) => {
@@ -152,6 +171,14 @@ impl Actor for EntityActor {
                 if idle {
                     myself.stop(Some("passivated".into()));
                 }
+            }
+            EntityMsg::Surrender(reply) => {
+                state.limits.budget_mut().advance(now);
+                let _ = reply.send(EntitySnapshot {
+                    tier_name: state.tier_name.to_string(),
+                    limits: state.limits.clone(),
+                });
+                myself.stop(Some("surrendered".into()));
             }
             EntityMsg::CrashForTest => panic!("entity {} was asked to crash", state.key),
         }

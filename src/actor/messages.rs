@@ -31,6 +31,9 @@ pub enum EntityMsg {
     SetBudget(Option<Decimal>, RpcReplyPort<()>),
     /// Stop if idle (no live holds). Replies whether it stopped.
     Passivate(RpcReplyPort<bool>),
+    /// Stop now and hand the live state over (ownership is moving to
+    /// another node).
+    Surrender(RpcReplyPort<EntitySnapshot>),
     /// Panics the actor. Exists so tests can prove that one entity's crash
     /// is contained and recovered from the store; nothing outside tests
     /// sends it.
@@ -61,4 +64,11 @@ pub struct EntityView {
     pub tier: Arc<Tier>,
     pub limits: Vec<LimitView>,
     pub budget: BudgetView,
+}
+
+/// An entity's live state, as handed from its old owner to its new one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EntitySnapshot {
+    pub tier_name: String,
+    pub limits: crate::limits::entity::EntityLimits,
 }

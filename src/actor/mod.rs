@@ -11,20 +11,49 @@ mod messages;
 mod supervisor;
 
 pub use entity::{EntityActor, EntityArgs};
-pub use messages::{AdmitReply, EntityMsg, EntityView, Settlement};
+pub use messages::{AdmitReply, EntityMsg, EntitySnapshot, EntityView, Settlement};
 pub use supervisor::EntitySupervisor;
 
 use crate::catalog::Catalog;
+use crate::entity::EntityKey;
 use crate::router::deltas::CounterDeltas;
 use crate::router::flusher::Flusher;
 use crate::store::Store;
 use std::sync::Arc;
 
 /// What every entity actor shares.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ActorDeps {
     pub store: Store,
     pub catalog: Arc<Catalog>,
     pub deltas: Arc<CounterDeltas>,
     pub flusher: Arc<Flusher>,
+    /// In a cluster, how an actor takes its entity over from the node that
+    /// owned it before; `None` on a single node.
+    pub takeover: Option<Arc<dyn Takeover>>,
+}
+
+impl std::fmt::Debug for ActorDeps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActorDeps")
+            .field("store", &self.store)
+            .field("clustered", &self.takeover.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an entity actor needs from the cluster when it starts.
+pub trait Takeover: Send + Sync + 'static {
+    /// This node's id, which its ownership claims carry.
+    fn node_id(&self) -> &str;
+
+    /// Asks the node that owned `key` before this one, if it is alive, to
+    /// hand over the entity: it stops serving it, writes its pending
+    /// counter deltas, and returns its live state (None if it did not have
+    /// the entity in memory, or cannot be reached: then the store is the
+    /// truth).
+    fn previous_state<'a>(
+        &'a self,
+        key: &'a EntityKey,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<EntitySnapshot>> + Send + 'a>>;
 }

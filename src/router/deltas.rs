@@ -15,7 +15,15 @@ use std::hash::BuildHasher;
 
 const SHARDS: usize = 16;
 
-type Pending = HashMap<EntityKey, Vec<(WindowKind, i64, i64)>, RandomState>;
+/// One entity's pending rows, with the ownership epoch they are written
+/// under (0 on a single node).
+#[derive(Debug, Default)]
+struct Entry {
+    epoch: u64,
+    rows: Vec<(WindowKind, i64, i64)>,
+}
+
+type Pending = HashMap<EntityKey, Entry, RandomState>;
 
 /// Pending counter deltas, by entity.
 #[derive(Debug)]
@@ -42,34 +50,36 @@ impl CounterDeltas {
     }
 
     /// Adds `delta` to a window's pending count.
-    pub fn add(&self, key: &EntityKey, window: WindowKind, start_ms: i64, delta: i64) {
+    pub fn add(&self, key: &EntityKey, window: WindowKind, start_ms: i64, delta: i64, epoch: u64) {
         let mut shard = self.shard(key).lock();
-        let rows = match shard.get_mut(key) {
-            Some(rows) => rows,
+        let entry = match shard.get_mut(key) {
+            Some(entry) => entry,
             None => shard.entry(key.clone()).or_default(),
         };
-        bump(rows, window, start_ms, delta);
+        entry.epoch = entry.epoch.max(epoch);
+        bump(&mut entry.rows, window, start_ms, delta);
     }
 
     /// Records one admission's request counts in both windows (or, with a
     /// negative `delta`, takes them back), under one lock.
-    pub fn add_admission(&self, key: &EntityKey, admitted: &Admitted, delta: i64) {
+    pub fn add_admission(&self, key: &EntityKey, admitted: &Admitted, delta: i64, epoch: u64) {
         let mut shard = self.shard(key).lock();
-        let rows = match shard.get_mut(key) {
-            Some(rows) => rows,
+        let entry = match shard.get_mut(key) {
+            Some(entry) => entry,
             None => shard.entry(key.clone()).or_default(),
         };
+        entry.epoch = entry.epoch.max(epoch);
         for (window, start) in [
             (WindowKind::Day, admitted.day_start_ms),
             (WindowKind::Month, admitted.month_start_ms),
         ] {
-            bump(rows, window, start, delta);
+            bump(&mut entry.rows, window, start, delta);
         }
     }
 
     /// The deltas pending for one entity (read by an actor that starts).
     pub fn pending(&self, key: &EntityKey) -> Vec<(WindowKind, i64, i64)> {
-        self.shard(key).lock().get(key).cloned().unwrap_or_default()
+        self.shard(key).lock().get(key).map(|e| e.rows.clone()).unwrap_or_default()
     }
 
     /// Takes everything pending, leaving it empty.
@@ -77,18 +87,19 @@ impl CounterDeltas {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let taken = std::mem::take(&mut *shard.lock());
-            for (entity, rows) in taken {
-                for (window, window_start_ms, delta) in rows {
-                    if delta != 0 {
-                        out.push(CounterDelta {
-                            entity: entity.clone(),
-                            window,
-                            window_start_ms,
-                            delta,
-                        });
-                    }
-                }
+            for (entity, entry) in taken {
+                push_rows(&mut out, &entity, entry);
             }
+        }
+        out
+    }
+
+    /// Takes what is pending for one entity (its ownership is moving: the
+    /// old owner writes its own deltas before the new owner claims it).
+    pub fn take_entity(&self, key: &EntityKey) -> Vec<CounterDelta> {
+        let mut out = Vec::new();
+        if let Some(entry) = self.shard(key).lock().remove(key) {
+            push_rows(&mut out, key, entry);
         }
         out
     }
@@ -96,12 +107,26 @@ impl CounterDeltas {
     /// Puts back deltas whose write failed, to be retried next flush.
     pub fn restore(&self, deltas: Vec<CounterDelta>) {
         for d in deltas {
-            self.add(&d.entity, d.window, d.window_start_ms, d.delta);
+            self.add(&d.entity, d.window, d.window_start_ms, d.delta, d.epoch);
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.shards.iter().all(|s| s.lock().is_empty())
+    }
+}
+
+fn push_rows(out: &mut Vec<CounterDelta>, entity: &EntityKey, entry: Entry) {
+    for (window, window_start_ms, delta) in entry.rows {
+        if delta != 0 {
+            out.push(CounterDelta {
+                entity: entity.clone(),
+                window,
+                window_start_ms,
+                delta,
+                epoch: entry.epoch,
+            });
+        }
     }
 }
 
@@ -120,10 +145,10 @@ mod tests {
     fn deltas_add_up_and_drain() {
         let d = CounterDeltas::default();
         let k = EntityKey::user("u1").unwrap();
-        d.add(&k, WindowKind::Day, 5, 1);
-        d.add(&k, WindowKind::Day, 5, 2);
-        d.add(&k, WindowKind::Month, 0, 3);
-        d.add(&k, WindowKind::Day, 5, -1);
+        d.add(&k, WindowKind::Day, 5, 1, 0);
+        d.add(&k, WindowKind::Day, 5, 2, 0);
+        d.add(&k, WindowKind::Month, 0, 3, 0);
+        d.add(&k, WindowKind::Day, 5, -1, 0);
         assert_eq!(d.pending(&k), vec![(WindowKind::Day, 5, 2), (WindowKind::Month, 0, 3)]);
         let taken = d.take();
         assert_eq!(taken.len(), 2);

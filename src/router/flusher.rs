@@ -5,12 +5,16 @@
 //! goes through the ledger, which acknowledges only after commit).
 
 use super::deltas::CounterDeltas;
+use crate::entity::EntityKey;
 use crate::store::{Store, StoreResult};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, MutexGuard};
 
-#[derive(Debug)]
+/// Told which entities' deltas the store refused because another node
+/// has claimed them since (cluster mode): their actors here are stale.
+pub type FencedHandler = Arc<dyn Fn(Vec<EntityKey>) + Send + Sync>;
+
 pub struct Flusher {
     deltas: Arc<CounterDeltas>,
     store: Store,
@@ -18,6 +22,13 @@ pub struct Flusher {
     /// an actor reading its start-up state, so neither sees a delta twice
     /// or not at all.
     in_flight: Mutex<()>,
+    on_fenced: std::sync::OnceLock<FencedHandler>,
+}
+
+impl std::fmt::Debug for Flusher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flusher").field("store", &self.store).finish_non_exhaustive()
+    }
 }
 
 impl Flusher {
@@ -26,6 +37,42 @@ impl Flusher {
             deltas,
             store,
             in_flight: Mutex::new(()),
+            on_fenced: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets who is told about fenced-off entities (once).
+    pub fn on_fenced(&self, handler: FencedHandler) {
+        let _ = self.on_fenced.set(handler);
+    }
+
+    /// Writes one entity's pending deltas now (its ownership is moving).
+    pub async fn flush_entity(&self, key: &EntityKey) -> StoreResult<()> {
+        let _guard = self.in_flight.lock().await;
+        let batch = self.deltas.take_entity(key);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self.store.flush_counters(&batch).await {
+            Ok(fenced) => {
+                self.report_fenced(fenced);
+                Ok(())
+            }
+            Err(err) => {
+                self.deltas.restore(batch);
+                Err(err)
+            }
+        }
+    }
+
+    fn report_fenced(&self, fenced: Vec<EntityKey>) {
+        if fenced.is_empty() {
+            return;
+        }
+        metrics::counter!("tollgate_fenced_entities_total").increment(fenced.len() as u64);
+        tracing::warn!(entities = fenced.len(), "counter deltas refused: another node owns these entities now");
+        if let Some(handler) = self.on_fenced.get() {
+            handler(fenced);
         }
     }
 
@@ -55,8 +102,9 @@ impl Flusher {
             return Ok(0);
         }
         match self.store.flush_counters(&batch).await {
-            Ok(()) => {
+            Ok(fenced) => {
                 metrics::counter!("tollgate_counter_deltas_flushed_total").increment(batch.len() as u64);
+                self.report_fenced(fenced);
                 Ok(batch.len())
             }
             Err(err) => {

@@ -90,6 +90,9 @@ pub struct CounterDelta {
     pub window: WindowKind,
     pub window_start_ms: i64,
     pub delta: i64,
+    /// The writer's ownership epoch for the entity (cluster mode), or 0:
+    /// not fenced (a single node).
+    pub epoch: u64,
 }
 
 /// Who a usage row is charged to. Each `Some` is an entity whose spend row
@@ -263,14 +266,26 @@ impl Store {
 
     // --- writes from the flusher and the ledger ---------------------------
 
-    /// Adds every delta to `entity_counters` in one statement
-    /// (`count = count + excluded.count`). Deltas for the same row may
-    /// appear more than once; they add up.
-    pub async fn flush_counters(&self, deltas: &[CounterDelta]) -> StoreResult<()> {
-        if deltas.is_empty() {
-            return Ok(());
+    /// Adds every delta to `entity_counters` (`count = count +
+    /// excluded.count`). Deltas for the same row may appear more than once;
+    /// they add up. Deltas that carry an ownership epoch are written only
+    /// if it is still the entity's current one; the entities whose deltas
+    /// were refused are returned (another node has taken them over).
+    pub async fn flush_counters(&self, deltas: &[CounterDelta]) -> StoreResult<Vec<EntityKey>> {
+        let (fenced, plain): (Vec<CounterDelta>, Vec<CounterDelta>) = deltas.iter().cloned().partition(|d| d.epoch > 0);
+        if !plain.is_empty() {
+            dispatch!(self, s => s.flush_counters(&plain).await)?;
         }
-        dispatch!(self, s => s.flush_counters(deltas).await)
+        if fenced.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self, s => s.flush_fenced(&fenced).await)
+    }
+
+    /// Takes ownership of `entity` for `node_id`: bumps and returns its
+    /// epoch, which this node's counter flushes for it will carry.
+    pub async fn claim_entity(&self, entity: &EntityKey, node_id: &str) -> StoreResult<u64> {
+        dispatch!(self, s => s.claim_entity(entity, node_id).await)
     }
 
     /// Records a batch of usage rows in one transaction: each new
@@ -419,6 +434,35 @@ fn aggregate_deltas(deltas: &[CounterDelta]) -> Vec<(&str, WindowKind, i64, i64)
     sums.into_iter()
         .map(|((entity, _, start), (window, delta))| (entity, window, start, delta))
         .collect()
+}
+
+/// One fenced counter row, summed like [`aggregate_deltas`], sorted by
+/// entity (a fixed lock order).
+struct FencedRow {
+    entity: EntityKey,
+    window: WindowKind,
+    start: i64,
+    delta: i64,
+    epoch: u64,
+}
+
+fn fenced_rows(deltas: &[CounterDelta]) -> Vec<FencedRow> {
+    let mut sums: std::collections::BTreeMap<(&str, &'static str, i64), FencedRow> = std::collections::BTreeMap::new();
+    for d in deltas {
+        let row = sums
+            .entry((d.entity.as_str(), d.window.as_str(), d.window_start_ms))
+            .or_insert_with(|| FencedRow {
+                entity: d.entity.clone(),
+                window: d.window,
+                start: d.window_start_ms,
+                delta: 0,
+                epoch: d.epoch,
+            });
+        row.delta = row.delta.saturating_add(d.delta);
+        // One entity has one owner epoch at a time; the newest wins.
+        row.epoch = row.epoch.max(d.epoch);
+    }
+    sums.into_values().collect()
 }
 
 /// A u64 as a BIGINT, refusing values that do not fit.

@@ -46,6 +46,7 @@ macro_rules! at_ms {
 // Declared after `ms_of!` and `at_ms!`, which they use.
 mod keys;
 mod orgs;
+mod ownership;
 mod summary;
 
 /// A `subscription_tiers` row: name, daily, monthly, rpm, price.

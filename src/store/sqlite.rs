@@ -50,6 +50,7 @@ macro_rules! now_ms_sql {
 // Declared after `now_ms_sql!`, which they use.
 mod keys;
 mod orgs;
+mod ownership;
 mod summary;
 
 /// A SQLite store. Cloning shares the pool.
