@@ -69,7 +69,8 @@ const MAX_BATCH: usize = 512;
 /// The writer half of a connection, shared by client and server: drains
 /// `rx` and writes each frame, **coalescing**: after the first frame it keeps
 /// feeding whatever is already queued (up to [`MAX_BATCH`] frames or the
-/// 64 KiB buffer) and flushes once the queue is momentarily empty, so many
+/// 64 KiB buffer), yields once to let runnable producers add theirs, and
+/// flushes once the queue is momentarily empty, so many
 /// concurrent calls leave in a few `write` syscalls. Returns when every
 /// sender is gone (after flushing and shutting the write side down) or on
 /// the first write error. `flushes` counts flushes (for tests and stats).
@@ -86,10 +87,22 @@ where
     while let Some(frame) = rx.recv().await {
         sink.feed(frame).await?;
         let mut batch = 1;
+        let mut yielded = false;
         while batch < MAX_BATCH {
-            let Ok(frame) = rx.try_recv() else { break };
-            sink.feed(frame).await?;
-            batch += 1;
+            match rx.try_recv() {
+                Ok(frame) => {
+                    sink.feed(frame).await?;
+                    batch += 1;
+                }
+                // Queue momentarily empty: give the producers that are
+                // already runnable one scheduler pass to add their frames
+                // (costs ~nothing when nobody else is runnable), then flush.
+                Err(_) if !yielded => {
+                    yielded = true;
+                    tokio::task::yield_now().await;
+                }
+                Err(_) => break,
+            }
         }
         SinkExt::<Bytes>::flush(&mut sink).await?;
         flushes.fetch_add(1, Ordering::Relaxed);

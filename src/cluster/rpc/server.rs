@@ -59,6 +59,8 @@ pub struct ServerStats {
     pub handshake_failures: AtomicU64,
     /// Connections dropped after the handshake for a protocol violation.
     pub protocol_errors: AtomicU64,
+    /// Reply flushes over all connections (≈ `write` syscalls).
+    pub flushes: Arc<AtomicU64>,
 }
 
 /// A running server. Dropping it kills it like [`RpcServer::abort`].
@@ -219,7 +221,7 @@ where
     let (rd, wr) = stream.into_split();
     let mut reader = FramedRead::new(rd, frame::codec());
     let (tx, rx) = mpsc::channel::<Bytes>(1024);
-    let writer = shared.tracker.spawn(shared.kill.clone().run_until_cancelled_owned(frame::write_loop(wr, rx, Arc::default())));
+    let writer = shared.tracker.spawn(shared.kill.clone().run_until_cancelled_owned(frame::write_loop(wr, rx, shared.stats.flushes.clone())));
     let in_flight = Arc::new(Semaphore::new(shared.cfg.max_in_flight_per_connection));
     loop {
         let next = tokio::select! {
