@@ -65,9 +65,14 @@ fn loopback() -> SocketAddr {
 
 async fn server_with(cfg: ServerConfig) -> (RpcServer, Arc<TestHandler>) {
     let handler = Arc::new(TestHandler::default());
-    let server = RpcServer::bind_with(loopback(), &secret(), handler.clone() as Arc<dyn Handler<Req, Resp>>, cfg)
-        .await
-        .unwrap();
+    let server = RpcServer::bind_with(
+        loopback(),
+        &secret(),
+        handler.clone() as Arc<dyn Handler<Req, Resp>>,
+        cfg,
+    )
+    .await
+    .unwrap();
     (server, handler)
 }
 
@@ -83,7 +88,10 @@ fn client(addr: SocketAddr) -> RpcClient<Req, Resp> {
 async fn round_trip_and_remote_errors() {
     let (server, handler) = server().await;
     let c = client(server.local_addr());
-    assert_eq!(c.call(&Req::Echo("héllo".into()), PATIENCE).await.unwrap(), Resp::Echo("héllo".into()));
+    assert_eq!(
+        c.call(&Req::Echo("héllo".into()), PATIENCE).await.unwrap(),
+        Resp::Echo("héllo".into())
+    );
     assert_eq!(c.call(&Req::Add(2, 40), PATIENCE).await.unwrap(), Resp::Sum(42));
 
     let err = c.call(&Req::Fail("no budget".into()), PATIENCE).await.unwrap_err();
@@ -111,7 +119,11 @@ async fn thousand_concurrent_calls_share_one_connection() {
         .collect();
     for call in calls {
         let (i, result) = call.await.unwrap();
-        assert_eq!(result.unwrap(), Resp::Sum(1_000_001 * i), "call {i} got another call's reply");
+        assert_eq!(
+            result.unwrap(),
+            Resp::Sum(1_000_001 * i),
+            "call {i} got another call's reply"
+        );
     }
     assert_eq!(c.stats().connects.load(Ordering::Relaxed), 1);
     assert_eq!(handler.calls.load(Ordering::SeqCst), 1000);
@@ -131,14 +143,23 @@ async fn wrong_secret_is_refused_and_never_reaches_the_handler() {
         ClientConfig::default(),
     );
     for _ in 0..3 {
-        let err = intruder.call(&Req::Echo("let me in".into()), PATIENCE).await.unwrap_err();
+        let err = intruder
+            .call(&Req::Echo("let me in".into()), PATIENCE)
+            .await
+            .unwrap_err();
         assert!(matches!(err, RpcError::AuthFailed(_)), "{err:?}");
         assert!(!err.is_retryable() && err.was_not_sent());
     }
     assert_eq!(handler.calls.load(Ordering::SeqCst), 0);
     assert!(server.stats().handshake_failures.load(Ordering::Relaxed) >= 3);
     // The right secret still works.
-    assert_eq!(client(server.local_addr()).call(&Req::Add(1, 2), PATIENCE).await.unwrap(), Resp::Sum(3));
+    assert_eq!(
+        client(server.local_addr())
+            .call(&Req::Add(1, 2), PATIENCE)
+            .await
+            .unwrap(),
+        Resp::Sum(3)
+    );
     server.shutdown().await;
 }
 
@@ -158,7 +179,10 @@ async fn closed_by_server(stream: &mut TcpStream) -> bool {
 
 #[tokio::test]
 async fn raw_clients_speaking_garbage_or_nothing_are_disconnected() {
-    let cfg = ServerConfig { handshake_timeout: Duration::from_millis(300), ..ServerConfig::default() };
+    let cfg = ServerConfig {
+        handshake_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
     let (server, handler) = server_with(cfg).await;
     let addr = server.local_addr();
 
@@ -168,7 +192,10 @@ async fn raw_clients_speaking_garbage_or_nothing_are_disconnected() {
         .write_all(b"GET /v1/check HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"entity\": \"user:u1\"}\r\n")
         .await
         .unwrap();
-    assert!(closed_by_server(&mut talker).await, "garbage sender was not disconnected");
+    assert!(
+        closed_by_server(&mut talker).await,
+        "garbage sender was not disconnected"
+    );
 
     // Reads the greeting, answers random bytes.
     let mut guesser = TcpStream::connect(addr).await.unwrap();
@@ -194,14 +221,20 @@ async fn authenticated_peer_sending_bad_frames() {
     let (server, handler) = server().await;
     let key = secret().derive(tollgate::cluster::secret::RPC_LABEL);
     let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
-    tollgate::cluster::rpc::auth::client_handshake(&mut stream, &key).await.unwrap();
+    tollgate::cluster::rpc::auth::client_handshake(&mut stream, &key)
+        .await
+        .unwrap();
     let mut framed = Framed::new(stream, frame::codec());
 
     // A valid id with a body that is no `Req`: an error reply for that id.
     let mut bad_body = frame::encode(7, &0u8).unwrap().to_vec();
     bad_body.extend_from_slice(&[0xff, 0xff, 0xff]);
     framed.send(bytes::Bytes::from(bad_body)).await.unwrap();
-    let reply = tokio::time::timeout(PATIENCE, framed.next()).await.unwrap().unwrap().unwrap();
+    let reply = tokio::time::timeout(PATIENCE, framed.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let (id, body) = frame::split_id(&reply).unwrap();
     assert_eq!(id, 7);
     let decoded: frame::Reply<Resp> = frame::decode_body(body).unwrap();
@@ -248,7 +281,9 @@ async fn server_death_fails_pending_calls_and_next_call_reconnects() {
 
     // Back on the same port: the next call reconnects by itself.
     let handler2 = Arc::new(TestHandler::default());
-    let server2 = RpcServer::bind(addr, &secret(), handler2.clone() as Arc<dyn Handler<Req, Resp>>).await.unwrap();
+    let server2 = RpcServer::bind(addr, &secret(), handler2.clone() as Arc<dyn Handler<Req, Resp>>)
+        .await
+        .unwrap();
     assert_eq!(c.call(&Req::Add(2, 2), PATIENCE).await.unwrap(), Resp::Sum(4));
     assert_eq!(c.stats().connects.load(Ordering::Relaxed), 2);
     assert_eq!(handler2.calls.load(Ordering::SeqCst), 1);
@@ -259,10 +294,16 @@ async fn server_death_fails_pending_calls_and_next_call_reconnects() {
 async fn call_timeout_leaves_the_connection_usable() {
     let (server, _handler) = server().await;
     let c = client(server.local_addr());
-    let err = c.call(&Req::Sleep(5_000), Duration::from_millis(200)).await.unwrap_err();
+    let err = c
+        .call(&Req::Sleep(5_000), Duration::from_millis(200))
+        .await
+        .unwrap_err();
     assert!(matches!(err, RpcError::Timeout(_)), "{err:?}");
     assert!(err.is_retryable() && !err.was_not_sent());
-    assert_eq!(c.call(&Req::Echo("still here".into()), PATIENCE).await.unwrap(), Resp::Echo("still here".into()));
+    assert_eq!(
+        c.call(&Req::Echo("still here".into()), PATIENCE).await.unwrap(),
+        Resp::Echo("still here".into())
+    );
     assert_eq!(c.stats().connects.load(Ordering::Relaxed), 1);
     server.abort().await;
 }
@@ -289,7 +330,10 @@ async fn peer_pool_round_robins_over_its_connections() {
     let (server, handler) = server().await;
     let pool: PeerPool<Req, Resp> = PeerPool::new(&secret(), 3, ClientConfig::default());
     for i in 0..30 {
-        assert_eq!(pool.call(server.local_addr(), &Req::Add(i, i), PATIENCE).await.unwrap(), Resp::Sum(2 * i));
+        assert_eq!(
+            pool.call(server.local_addr(), &Req::Add(i, i), PATIENCE).await.unwrap(),
+            Resp::Sum(2 * i)
+        );
     }
     let clients: Vec<_> = (0..3).map(|_| pool.client(server.local_addr())).collect();
     for c in &clients {

@@ -97,7 +97,10 @@ pub struct GossipAuth {
 
 impl GossipAuth {
     pub fn new(secret: &ClusterSecret) -> GossipAuth {
-        GossipAuth { key: secret.derive(GOSSIP_LABEL), max_skew: Duration::from_secs(60) }
+        GossipAuth {
+            key: secret.derive(GOSSIP_LABEL),
+            max_skew: Duration::from_secs(60),
+        }
     }
 
     /// Appends the sealed datagram for `payload`, sent at `now_ms`, to `out`.
@@ -150,14 +153,22 @@ pub struct HmacUdpTransport {
 impl HmacUdpTransport {
     /// A transport that binds the address chitchat asks for.
     pub fn new(auth: GossipAuth) -> HmacUdpTransport {
-        HmacUdpTransport { auth, prebound: Mutex::new(None), rejected: Arc::default(), filter: None }
+        HmacUdpTransport {
+            auth,
+            prebound: Mutex::new(None),
+            rejected: Arc::default(),
+            filter: None,
+        }
     }
 
     /// A transport whose first `open` uses `socket`, already bound (so that
     /// an ephemeral port is known before chitchat starts and can be
     /// advertised).
     pub fn with_socket(auth: GossipAuth, socket: UdpSocket) -> HmacUdpTransport {
-        HmacUdpTransport { prebound: Mutex::new(Some(socket)), ..HmacUdpTransport::new(auth) }
+        HmacUdpTransport {
+            prebound: Mutex::new(Some(socket)),
+            ..HmacUdpTransport::new(auth)
+        }
     }
 
     /// Installs a [`GossipFilter`].
@@ -229,7 +240,10 @@ struct HmacUdpSocket {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl HmacUdpSocket {
@@ -324,15 +338,25 @@ impl Socket for HmacUdpSocket {
                     continue;
                 }
             };
-            self.pending = Some(Pending { from, wire_len: len, deadline: Instant::now() + RELAY_TIMEOUT });
-            self.tap.send_to(payload, self.codec_addr).await.context("gossip relay send")?;
+            self.pending = Some(Pending {
+                from,
+                wire_len: len,
+                deadline: Instant::now() + RELAY_TIMEOUT,
+            });
+            self.tap
+                .send_to(payload, self.codec_addr)
+                .await
+                .context("gossip relay send")?;
         }
     }
 }
 
 fn is_transient(err: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
-    matches!(err.kind(), ConnectionReset | ConnectionRefused | OutOfMemory | WouldBlock | Interrupted)
+    matches!(
+        err.kind(),
+        ConnectionReset | ConnectionRefused | OutOfMemory | WouldBlock | Interrupted
+    )
 }
 
 #[cfg(test)]

@@ -35,7 +35,10 @@ pub enum ClusterError {
     WeakSecret { min: usize, got: usize },
     /// The gossip socket could not be bound.
     #[error("cannot bind gossip socket on {addr}: {source}")]
-    GossipBind { addr: std::net::SocketAddr, source: std::io::Error },
+    GossipBind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     /// chitchat refused to start or failed while shutting down.
     #[error("gossip: {0}")]
     Gossip(String),

@@ -36,7 +36,10 @@ impl ClusterSecret {
     pub fn new(secret: impl AsRef<[u8]>) -> Result<ClusterSecret, ClusterError> {
         let bytes = secret.as_ref();
         if bytes.len() < MIN_SECRET_LEN {
-            return Err(ClusterError::WeakSecret { min: MIN_SECRET_LEN, got: bytes.len() });
+            return Err(ClusterError::WeakSecret {
+                min: MIN_SECRET_LEN,
+                got: bytes.len(),
+            });
         }
         Ok(ClusterSecret(Arc::from(bytes)))
     }
@@ -85,7 +88,10 @@ mod tests {
 
     #[test]
     fn short_secret_is_refused() {
-        assert!(matches!(ClusterSecret::new("short"), Err(ClusterError::WeakSecret { got: 5, .. })));
+        assert!(matches!(
+            ClusterSecret::new("short"),
+            Err(ClusterError::WeakSecret { got: 5, .. })
+        ));
         assert!(ClusterSecret::new("0123456789abcdef").is_ok());
     }
 

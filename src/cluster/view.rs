@@ -101,7 +101,12 @@ impl ClusterView {
             .filter(|(_, n)| n.is_eligible())
             .map(|(i, n)| (n.node_id.clone(), i))
             .unzip();
-        ClusterView { self_id, nodes, eligible, eligible_index }
+        ClusterView {
+            self_id,
+            nodes,
+            eligible,
+            eligible_index,
+        }
     }
 
     /// The view of a node without cluster flags: itself alone, live, with

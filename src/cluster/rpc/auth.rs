@@ -84,7 +84,10 @@ where
     let mut answer = [0u8; NONCE_LEN + MAC_LEN];
     io.read_exact(&mut answer).await?;
     let (client_nonce, client_mac) = answer.split_at(NONCE_LEN);
-    if proof(key, b"client", &server_nonce, client_nonce).verify_slice(client_mac).is_err() {
+    if proof(key, b"client", &server_nonce, client_nonce)
+        .verify_slice(client_mac)
+        .is_err()
+    {
         // Best effort: the peer learns it was refused; nothing else.
         let _ = io.write_all(&[REJECT]).await;
         let _ = io.flush().await;
@@ -92,7 +95,11 @@ where
     }
     let mut accept = [0u8; 1 + MAC_LEN];
     accept[0] = ACCEPT;
-    accept[1..].copy_from_slice(&proof(key, b"server", &server_nonce, client_nonce).finalize().into_bytes());
+    accept[1..].copy_from_slice(
+        &proof(key, b"server", &server_nonce, client_nonce)
+            .finalize()
+            .into_bytes(),
+    );
     io.write_all(&accept).await?;
     io.flush().await?;
     Ok(())
@@ -112,7 +119,11 @@ where
     let client_nonce: [u8; NONCE_LEN] = rand::random();
     let mut answer = [0u8; NONCE_LEN + MAC_LEN];
     answer[..NONCE_LEN].copy_from_slice(&client_nonce);
-    answer[NONCE_LEN..].copy_from_slice(&proof(key, b"client", server_nonce, &client_nonce).finalize().into_bytes());
+    answer[NONCE_LEN..].copy_from_slice(
+        &proof(key, b"client", server_nonce, &client_nonce)
+            .finalize()
+            .into_bytes(),
+    );
     io.write_all(&answer).await?;
     io.flush().await?;
 
@@ -137,7 +148,10 @@ mod tests {
         ClusterSecret::new(s).unwrap().derive(RPC_LABEL)
     }
 
-    async fn run(server_key: DerivedKey, client_key: DerivedKey) -> (Result<(), HandshakeError>, Result<(), HandshakeError>) {
+    async fn run(
+        server_key: DerivedKey,
+        client_key: DerivedKey,
+    ) -> (Result<(), HandshakeError>, Result<(), HandshakeError>) {
         let (mut a, mut b) = tokio::io::duplex(1024);
         let server = tokio::spawn(async move { server_handshake(&mut a, &server_key).await });
         let client = client_handshake(&mut b, &client_key).await;
@@ -180,7 +194,9 @@ mod tests {
     #[tokio::test]
     async fn a_non_tollgate_greeting_is_refused() {
         let (mut a, mut b) = tokio::io::duplex(1024);
-        a.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+        a.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
         let c = client_handshake(&mut b, &key("the-cluster-secret")).await;
         assert!(matches!(c, Err(HandshakeError::BadMagic)), "{c:?}");
     }

@@ -43,7 +43,10 @@ pub struct ClientConfig {
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig { connect_timeout: Duration::from_secs(1), queue_depth: 4096 }
+        ClientConfig {
+            connect_timeout: Duration::from_secs(1),
+            queue_depth: 4096,
+        }
     }
 }
 
@@ -211,9 +214,15 @@ where
                 return Err(RpcError::ConnectionLost(self.addr));
             }
         };
-        let _guard = CallGuard { pending: &conn.pending, id };
+        let _guard = CallGuard {
+            pending: &conn.pending,
+            id,
+        };
         let frame = frame::encode(id, req)?;
-        conn.tx.send(frame).await.map_err(|_| RpcError::ConnectionLost(self.addr))?;
+        conn.tx
+            .send(frame)
+            .await
+            .map_err(|_| RpcError::ConnectionLost(self.addr))?;
         let body = rx.await.map_err(|_| RpcError::ConnectionLost(self.addr))??;
         match frame::decode_body::<Reply<Resp>>(&body)? {
             Reply::Ok(resp) => Ok(resp),
@@ -255,7 +264,10 @@ where
             return Err(if auth {
                 RpcError::AuthFailed(self.addr)
             } else {
-                RpcError::Unavailable { addr: self.addr, source: std::io::Error::new(kind, msg) }
+                RpcError::Unavailable {
+                    addr: self.addr,
+                    source: std::io::Error::new(kind, msg),
+                }
             });
         }
         self.attempts.fetch_add(1, Ordering::AcqRel);
@@ -297,7 +309,10 @@ where
             });
         }
         let (rd, wr) = stream.into_split();
-        let pending = Arc::new(Pending { addr, state: Mutex::new(PendingState::default()) });
+        let pending = Arc::new(Pending {
+            addr,
+            state: Mutex::new(PendingState::default()),
+        });
         let (tx, rx) = mpsc::channel(self.cfg.queue_depth);
         let reader = tokio::spawn(read_loop(rd, pending.clone()));
         let flushes = self.stats.flushes.clone();
@@ -309,7 +324,12 @@ where
             writer_pending.fail_all();
         });
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
-        Ok(Arc::new(Conn { tx, pending, reader, writer }))
+        Ok(Arc::new(Conn {
+            tx,
+            pending,
+            reader,
+            writer,
+        }))
     }
 }
 

@@ -45,14 +45,21 @@ pub enum Reply<R> {
 
 /// The codec of every RPC connection.
 pub fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME_LEN).big_endian().length_field_length(4).new_codec()
+    LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME_LEN)
+        .big_endian()
+        .length_field_length(4)
+        .new_codec()
 }
 
 /// Encodes `Envelope { id, body }` into one frame body.
 pub fn encode<T: Serialize>(id: u64, body: &T) -> Result<Bytes, RpcError> {
     let bytes = postcard::to_stdvec(&Envelope { id, body })?;
     if bytes.len() > MAX_FRAME_LEN {
-        return Err(RpcError::Codec(format!("message of {} bytes exceeds {MAX_FRAME_LEN}", bytes.len())));
+        return Err(RpcError::Codec(format!(
+            "message of {} bytes exceeds {MAX_FRAME_LEN}",
+            bytes.len()
+        )));
     }
     Ok(Bytes::from(bytes))
 }
@@ -74,11 +81,7 @@ const MAX_BATCH: usize = 512;
 /// concurrent calls leave in a few `write` syscalls. Returns when every
 /// sender is gone (after flushing and shutting the write side down) or on
 /// the first write error. `flushes` counts flushes (for tests and stats).
-pub(crate) async fn write_loop<W>(
-    io: W,
-    mut rx: mpsc::Receiver<Bytes>,
-    flushes: Arc<AtomicU64>,
-) -> std::io::Result<()>
+pub(crate) async fn write_loop<W>(io: W, mut rx: mpsc::Receiver<Bytes>, flushes: Arc<AtomicU64>) -> std::io::Result<()>
 where
     W: AsyncWrite + Unpin,
 {
@@ -131,7 +134,16 @@ mod tests {
 
     #[test]
     fn envelope_round_trips_through_split_id() {
-        for (id, msg) in [(0u64, Msg::Ping(7)), (u64::MAX, Msg::Text { s: "é".into(), v: vec![-1, 2] })] {
+        for (id, msg) in [
+            (0u64, Msg::Ping(7)),
+            (
+                u64::MAX,
+                Msg::Text {
+                    s: "é".into(),
+                    v: vec![-1, 2],
+                },
+            ),
+        ] {
             let frame = encode(id, &msg).unwrap();
             let (got_id, body) = split_id(&frame).unwrap();
             assert_eq!(got_id, id);

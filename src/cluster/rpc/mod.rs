@@ -93,7 +93,10 @@ impl RpcError {
 
     /// True when the request certainly never reached the peer's handler.
     pub fn was_not_sent(&self) -> bool {
-        matches!(self, RpcError::Unavailable { .. } | RpcError::AuthFailed(_) | RpcError::Shutdown)
+        matches!(
+            self,
+            RpcError::Unavailable { .. } | RpcError::AuthFailed(_) | RpcError::Shutdown
+        )
     }
 }
 

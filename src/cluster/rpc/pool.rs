@@ -37,7 +37,12 @@ where
 {
     /// `per_peer` connections per peer address (at least 1; 2–4 is plenty).
     pub fn new(secret: &ClusterSecret, per_peer: usize, cfg: ClientConfig) -> PeerPool<Req, Resp> {
-        PeerPool { secret: secret.clone(), cfg, per_peer: per_peer.max(1), peers: RwLock::new(HashMap::new()) }
+        PeerPool {
+            secret: secret.clone(),
+            cfg,
+            per_peer: per_peer.max(1),
+            peers: RwLock::new(HashMap::new()),
+        }
     }
 
     /// The next client of `addr` in round-robin order.
@@ -78,7 +83,10 @@ where
                 let clients = (0..self.per_peer)
                     .map(|_| Arc::new(RpcClient::new(addr, &self.secret, self.cfg.clone())))
                     .collect();
-                Arc::new(Peer { clients, next: AtomicUsize::new(0) })
+                Arc::new(Peer {
+                    clients,
+                    next: AtomicUsize::new(0),
+                })
             })
             .clone()
     }

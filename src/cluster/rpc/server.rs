@@ -127,7 +127,14 @@ impl RpcServer {
             _types: PhantomData,
         });
         tracker.spawn(accept_loop(listener, shared));
-        Ok(RpcServer { local_addr, stop, kill, tracker, grace, stats })
+        Ok(RpcServer {
+            local_addr,
+            stop,
+            kill,
+            tracker,
+            grace,
+            stats,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -221,7 +228,14 @@ where
     let (rd, wr) = stream.into_split();
     let mut reader = FramedRead::new(rd, frame::codec());
     let (tx, rx) = mpsc::channel::<Bytes>(1024);
-    let writer = shared.tracker.spawn(shared.kill.clone().run_until_cancelled_owned(frame::write_loop(wr, rx, shared.stats.flushes.clone())));
+    let writer = shared
+        .tracker
+        .spawn(
+            shared
+                .kill
+                .clone()
+                .run_until_cancelled_owned(frame::write_loop(wr, rx, shared.stats.flushes.clone())),
+        );
     let in_flight = Arc::new(Semaphore::new(shared.cfg.max_in_flight_per_connection));
     loop {
         let next = tokio::select! {
@@ -236,7 +250,9 @@ where
                 break;
             }
         };
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
         let id = match frame::split_id(&frame) {
             Ok((id, _)) => id,
             Err(err) => {
