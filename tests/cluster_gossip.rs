@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tollgate::cluster::membership::generation_now;
-use tollgate::cluster::{ClusterSecret, ClusterView, GossipTuning, Membership, MembershipConfig, NodeStatus};
+use tollgate::cluster::{
+    BlockList, ClusterSecret, ClusterView, GossipTuning, Membership, MembershipConfig, NodeStatus, PeerFilter,
+};
 
 const SECRET: &str = "cluster-gossip-test-secret";
 /// Bound on every wait; generous, never a performance claim.
@@ -193,6 +195,54 @@ async fn a_node_without_the_secret_never_joins() {
     assert!(rejected > 0, "the intruder's datagrams were not even received");
     eprintln!("good nodes dropped {rejected} forged datagrams");
     intruder.shutdown().await.unwrap();
+    for m in nodes {
+        m.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_node_is_declared_dead_and_comes_back_after_healing() {
+    let names = ["part-a", "part-b", "part-c"];
+    let filters: Vec<Arc<BlockList>> = names.iter().map(|_| Arc::new(BlockList::default())).collect();
+    let mut nodes: Vec<Membership> = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let seeds = nodes
+            .first()
+            .map(|m| vec![m.gossip_addr().unwrap().to_string()])
+            .unwrap_or_default();
+        let mut cfg = config("partition", name, SECRET, seeds);
+        cfg.filter = Some(filters[i].clone() as Arc<dyn PeerFilter>);
+        let m = Membership::start(cfg).await.unwrap();
+        m.set_status(NodeStatus::Ready).await;
+        nodes.push(m);
+    }
+    for m in &nodes {
+        wait_for(m, "all ready", |v| all_live_and_ready(v, &names)).await;
+    }
+    let addr = |i: usize| nodes[i].gossip_addr().unwrap();
+
+    // Cut part-c off from both others, both ways.
+    for other in [0, 1] {
+        filters[2].block(addr(other));
+        filters[other].block(addr(2));
+    }
+    for m in &nodes[..2] {
+        wait_for(m, "part-c dead", |v| v.node("part-c").is_some_and(|n| !n.live)).await;
+        assert_eq!(m.current().eligible().len(), 2);
+    }
+    // Each side keeps serving with the owners it can see.
+    wait_for(&nodes[2], "alone", |v| {
+        v.eligible().len() == 1 && v.is_self_owner("user:any")
+    })
+    .await;
+
+    for f in &filters {
+        f.clear();
+    }
+    for m in &nodes {
+        let took = wait_for(m, "all live again", |v| all_live_and_ready(v, &names)).await;
+        eprintln!("{} saw the cluster whole again {took:?} after healing", m.self_id());
+    }
     for m in nodes {
         m.shutdown().await.unwrap();
     }

@@ -10,8 +10,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tollgate::cluster::ClusterSecret;
-use tollgate::cluster::rpc::{ClientConfig, Handler, PeerPool, RpcClient, RpcError, RpcServer, ServerConfig, frame};
+use tollgate::cluster::rpc::{
+    ClientConfig, Handler, PeerPool, RpcClient, RpcError, RpcServer, ServerConfig, frame, handler_fn,
+};
+use tollgate::cluster::{BlockList, ClusterSecret, PeerFilter};
 
 const SECRET: &str = "cluster-rpc-test-secret";
 /// Bound on every wait in these tests; generous, never a performance claim.
@@ -343,5 +345,29 @@ async fn peer_pool_round_robins_over_its_connections() {
     assert_eq!(handler.calls.load(Ordering::SeqCst), 30);
     pool.forget(server.local_addr());
     assert!(pool.peers().is_empty());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn peer_filter_cuts_and_restores_calls() {
+    let handler = handler_fn(|n: u32| async move { Ok::<u32, String>(n * 2) });
+    let server = RpcServer::bind(loopback(), &secret(), handler).await.unwrap();
+    let addr = server.local_addr();
+    let blocked = Arc::new(BlockList::default());
+    let cfg = ClientConfig {
+        filter: Some(blocked.clone() as Arc<dyn PeerFilter>),
+        ..ClientConfig::default()
+    };
+    let c: RpcClient<u32, u32> = RpcClient::new(addr, &secret(), cfg);
+    assert_eq!(c.call(&21, PATIENCE).await.unwrap(), 42);
+    blocked.block(addr);
+    let err = c.call(&1, PATIENCE).await.unwrap_err();
+    assert!(
+        matches!(err, RpcError::Unavailable { .. }) && err.is_retryable(),
+        "{err:?}"
+    );
+    blocked.unblock(addr);
+    assert_eq!(c.call(&5, PATIENCE).await.unwrap(), 10);
+    assert_eq!(c.stats().connects.load(Ordering::Relaxed), 2);
     server.shutdown().await;
 }

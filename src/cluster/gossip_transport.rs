@@ -54,6 +54,7 @@ use parking_lot::Mutex;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
+use super::PeerFilter;
 use super::secret::{ClusterSecret, DerivedKey, GOSSIP_LABEL};
 
 /// Largest UDP payload (IPv4).
@@ -135,19 +136,12 @@ impl GossipAuth {
     }
 }
 
-/// Drops datagrams to or from some peers; a test hook to simulate
-/// partitions (every datagram passes when no filter is set).
-pub trait GossipFilter: Send + Sync + 'static {
-    /// False to drop a datagram between this node and `peer`.
-    fn allow(&self, peer: SocketAddr) -> bool;
-}
-
 /// The chitchat transport: UDP + HMAC. See the module docs.
 pub struct HmacUdpTransport {
     auth: GossipAuth,
     prebound: Mutex<Option<UdpSocket>>,
     rejected: Arc<AtomicU64>,
-    filter: Option<Arc<dyn GossipFilter>>,
+    filter: Option<Arc<dyn PeerFilter>>,
 }
 
 impl HmacUdpTransport {
@@ -171,8 +165,8 @@ impl HmacUdpTransport {
         }
     }
 
-    /// Installs a [`GossipFilter`].
-    pub fn with_filter(mut self, filter: Arc<dyn GossipFilter>) -> HmacUdpTransport {
+    /// Installs a [`PeerFilter`].
+    pub fn with_filter(mut self, filter: Arc<dyn PeerFilter>) -> HmacUdpTransport {
         self.filter = Some(filter);
         self
     }
@@ -236,7 +230,7 @@ struct HmacUdpSocket {
     /// polls it in a `select!`).
     pending: Option<Pending>,
     rejected: Arc<AtomicU64>,
-    filter: Option<Arc<dyn GossipFilter>>,
+    filter: Option<Arc<dyn PeerFilter>>,
 }
 
 fn now_ms() -> u64 {

@@ -56,7 +56,8 @@ use tokio::sync::{Mutex as AsyncMutex, watch};
 use tokio::task::JoinHandle;
 
 use super::ClusterError;
-use super::gossip_transport::{GossipAuth, GossipFilter, HmacUdpTransport};
+use super::PeerFilter;
+use super::gossip_transport::{GossipAuth, HmacUdpTransport};
 use super::ownership::NodeId;
 use super::secret::ClusterSecret;
 use super::view::{ClusterView, NodeInfo, NodeStatus};
@@ -112,7 +113,7 @@ pub struct MembershipConfig {
     pub rpc_addr: SocketAddr,
     pub tuning: GossipTuning,
     /// Test hook: drops gossip to or from some peers.
-    pub filter: Option<Arc<dyn GossipFilter>>,
+    pub filter: Option<Arc<dyn PeerFilter>>,
 }
 
 /// A generation for this start: Unix time in milliseconds, which grows at

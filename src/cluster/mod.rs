@@ -26,6 +26,45 @@ pub use ownership::{NodeId, owner};
 pub use secret::ClusterSecret;
 pub use view::{ClusterView, NodeInfo, NodeStatus};
 
+/// Cuts this node off from some peers: a test hook to simulate network
+/// partitions in-process. Installed in the gossip transport
+/// ([`MembershipConfig::filter`]) it drops datagrams to and from denied
+/// peers; in the RPC client ([`rpc::ClientConfig::filter`]) it fails calls to
+/// them with [`rpc::RpcError::Unavailable`] and drops the open connection (so
+/// calls in flight fail with `ConnectionLost`). Without one, everything
+/// passes.
+pub trait PeerFilter: Send + Sync + std::fmt::Debug + 'static {
+    /// False to cut traffic between this node and `peer` (a gossip or RPC
+    /// address).
+    fn allow(&self, peer: std::net::SocketAddr) -> bool;
+}
+
+/// A [`PeerFilter`] from a mutable set of blocked addresses.
+#[derive(Debug, Default)]
+pub struct BlockList {
+    blocked: parking_lot::RwLock<std::collections::HashSet<std::net::SocketAddr>>,
+}
+
+impl BlockList {
+    pub fn block(&self, peer: std::net::SocketAddr) {
+        self.blocked.write().insert(peer);
+    }
+
+    pub fn unblock(&self, peer: std::net::SocketAddr) {
+        self.blocked.write().remove(&peer);
+    }
+
+    pub fn clear(&self) {
+        self.blocked.write().clear();
+    }
+}
+
+impl PeerFilter for BlockList {
+    fn allow(&self, peer: std::net::SocketAddr) -> bool {
+        !self.blocked.read().contains(&peer)
+    }
+}
+
 /// Errors of the cluster layer outside the RPC (which has
 /// [`rpc::RpcError`]).
 #[derive(Debug, thiserror::Error)]

@@ -29,6 +29,7 @@ use tokio_util::codec::FramedRead;
 use super::RpcError;
 use super::auth::client_handshake;
 use super::frame::{self, Reply};
+use crate::cluster::PeerFilter;
 use crate::cluster::secret::{ClusterSecret, DerivedKey, RPC_LABEL};
 
 /// Client settings.
@@ -39,6 +40,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Frames queued for the writer before callers wait (back-pressure).
     pub queue_depth: usize,
+    /// Test hook: simulated partitions (see [`PeerFilter`]).
+    pub filter: Option<Arc<dyn PeerFilter>>,
 }
 
 impl Default for ClientConfig {
@@ -46,6 +49,7 @@ impl Default for ClientConfig {
         ClientConfig {
             connect_timeout: Duration::from_secs(1),
             queue_depth: 4096,
+            filter: None,
         }
     }
 }
@@ -201,6 +205,16 @@ where
     }
 
     async fn call_inner(&self, req: &Req) -> Result<Resp, RpcError> {
+        if let Some(filter) = &self.cfg.filter
+            && !filter.allow(self.addr)
+        {
+            self.disconnect();
+            let source = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "blocked by peer filter");
+            return Err(RpcError::Unavailable {
+                addr: self.addr,
+                source,
+            });
+        }
         // A connection can die between being picked and the call being
         // registered; the request is not sent yet then, so try once more.
         let mut tries = 0;

@@ -47,6 +47,33 @@ pub trait Handler<Req, Resp>: Send + Sync + 'static {
     async fn handle(&self, req: Req) -> Result<Resp, String>;
 }
 
+/// Wraps an async closure as a [`Handler`]:
+/// `handler_fn(|req: Req| async move { Ok(resp) })`.
+pub fn handler_fn<Req, Resp, F, Fut>(f: F) -> std::sync::Arc<dyn Handler<Req, Resp>>
+where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    F: Fn(Req) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Resp, String>> + Send + 'static,
+{
+    std::sync::Arc::new(FnHandler(f, std::marker::PhantomData))
+}
+
+struct FnHandler<F, Req, Resp>(F, std::marker::PhantomData<fn(Req) -> Resp>);
+
+#[async_trait]
+impl<Req, Resp, F, Fut> Handler<Req, Resp> for FnHandler<F, Req, Resp>
+where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    F: Fn(Req) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Resp, String>> + Send + 'static,
+{
+    async fn handle(&self, req: Req) -> Result<Resp, String> {
+        (self.0)(req).await
+    }
+}
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
