@@ -30,7 +30,9 @@
 //! # Why a relay through loopback
 //!
 //! chitchat 0.13 hands a [`Socket`] a decoded [`ChitchatEnvelope`] and keeps
-//! the envelope's (de)serialisation crate-private. So the socket keeps a
+//! the envelope's (de)serialisation crate-private (upstream issue
+//! quickwit-oss/chitchat#207, open; once it is public, `encode` and the
+//! pending-decode step collapse into direct calls). So the socket keeps a
 //! private pair of loopback sockets: chitchat's own [`UdpSocket`] as the
 //! *codec* and a *tap*. To send, the codec sends the envelope to the tap
 //! (which yields the bytes), and the bytes are sealed and sent from the
