@@ -8,6 +8,7 @@
 
 pub mod actor;
 pub mod catalog;
+pub mod cluster;
 pub mod config;
 pub mod entity;
 pub mod http;
