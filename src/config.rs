@@ -55,6 +55,91 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub jwt: JwtConfig,
+
+    #[command(flatten)]
+    pub cluster: ClusterConfig,
+}
+
+/// Cluster membership. None of these set: a single node.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClusterConfig {
+    /// This node's id in the cluster (unique, stable across restarts).
+    #[arg(long, env = "TOLLGATE_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// UDP address gossip binds and advertises (reachable by peers).
+    #[arg(long, env = "TOLLGATE_GOSSIP_ADDR")]
+    pub gossip_addr: Option<SocketAddr>,
+
+    /// TCP address of the internal RPC (reachable by peers).
+    #[arg(long, env = "TOLLGATE_RPC_ADDR")]
+    pub rpc_addr: Option<SocketAddr>,
+
+    /// Gossip addresses of nodes to join through (comma-separated).
+    #[arg(long, env = "TOLLGATE_SEEDS", value_delimiter = ',')]
+    pub seeds: Vec<String>,
+
+    /// Shared secret that authenticates gossip and RPC (at least 16 bytes).
+    /// Required as soon as any cluster flag is set.
+    #[arg(long, env = "TOLLGATE_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+
+    /// HTTP address peers and clients should use for this node (default:
+    /// --listen).
+    #[arg(long, env = "TOLLGATE_ADVERTISE_HTTP")]
+    pub advertise_http: Option<SocketAddr>,
+
+    /// Test only: enables `PUT /v1/cluster/faults`, which cuts this node
+    /// off from named peers to simulate partitions.
+    #[arg(long, hide = true)]
+    pub enable_fault_injection: bool,
+}
+
+impl ClusterConfig {
+    /// Is any cluster flag set?
+    pub fn enabled(&self) -> bool {
+        self.node_id.is_some()
+            || self.gossip_addr.is_some()
+            || self.rpc_addr.is_some()
+            || !self.seeds.is_empty()
+            || self.cluster_secret.is_some()
+    }
+
+    /// Checks that a cluster configuration is complete and usable.
+    pub fn validate(&self, listen: SocketAddr, database_url: &str) -> Result<(), String> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let missing: Vec<&str> = [
+            ("--node-id", self.node_id.is_none()),
+            ("--gossip-addr", self.gossip_addr.is_none()),
+            ("--rpc-addr", self.rpc_addr.is_none()),
+            ("--cluster-secret", self.cluster_secret.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, absent)| absent.then_some(flag))
+        .collect();
+        if !missing.is_empty() {
+            return Err(format!("a cluster node also needs {}", missing.join(", ")));
+        }
+        if !database_url.starts_with("postgres") {
+            return Err("a cluster needs a shared Postgres database (--database-url postgres://…)".into());
+        }
+        let http = self.advertise_http.unwrap_or(listen);
+        if http.port() == 0 || http.ip().is_unspecified() {
+            return Err(format!(
+                "peers cannot reach HTTP address {http}: set --listen to a concrete address or use --advertise-http"
+            ));
+        }
+        for (flag, addr) in [("--gossip-addr", self.gossip_addr), ("--rpc-addr", self.rpc_addr)] {
+            if let Some(addr) = addr
+                && (addr.port() == 0 || addr.ip().is_unspecified())
+            {
+                return Err(format!("{flag} {addr}: peers need a concrete address and port"));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl ServeConfig {
@@ -72,6 +157,7 @@ impl ServeConfig {
             hold_ttl_s: 900,
             trusted_proxies: Vec::new(),
             jwt: JwtConfig::disabled(),
+            cluster: ClusterConfig::default(),
         }
     }
 

@@ -93,7 +93,10 @@ impl Actor for EntityActor {
                 let _guard = deps.flusher.read_guard().await;
                 let record = deps.store.load_entity(&key, Period::containing(now), now).await?;
                 let pending = deps.deltas.pending(&key);
-                (load::tier_name(&key, &record).into(), load::restore(&record, &pending, now))
+                (
+                    load::tier_name(&key, &record).into(),
+                    load::restore(&record, &pending, now),
+                )
             }
         };
         let tier_version = deps.catalog.tier_version();

@@ -252,6 +252,26 @@ impl Membership {
         }
     }
 
+    /// Publishes any other key of this node's gossip state (the resident
+    /// entity count, say). Not part of the view: changing it never changes
+    /// ownership.
+    pub async fn set_key(&self, key: &str, value: &str) {
+        if let Some(g) = &self.gossip {
+            g.chitchat.lock().await.self_node_state().set(key, value);
+        }
+    }
+
+    /// Every live node's value of a gossip key, by node id.
+    pub async fn key_values(&self, key: &str) -> Vec<(NodeId, String)> {
+        let Some(g) = &self.gossip else { return Vec::new() };
+        let guard = g.chitchat.lock().await;
+        guard
+            .node_states()
+            .iter()
+            .filter_map(|(id, state)| Some((NodeId::new(id.node_id.clone()), state.get(key)?.to_string())))
+            .collect()
+    }
+
     /// The view, updated when membership changes.
     pub fn view(&self) -> watch::Receiver<Arc<ClusterView>> {
         self.view_tx.subscribe()

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod api_keys;
 pub mod check;
 mod check_json;
+pub mod cluster;
 pub mod error;
 pub mod extract;
 pub mod ops;
@@ -30,6 +31,8 @@ use std::sync::Arc;
 /// What every handler can reach.
 pub struct AppState {
     pub router: EntityRouter,
+    /// Membership, routing and fault hooks (a single node: itself alone).
+    pub cluster: Arc<crate::node::ClusterNode>,
     pub catalog: Arc<Catalog>,
     pub ledger: Ledger,
     pub store: Store,
@@ -103,6 +106,9 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .route("/v1/api-keys/{id}", get(api_keys::get).delete(api_keys::revoke))
         .route("/v1/api-keys/{id}/rotate", post(api_keys::rotate))
         .route("/v1/usage/summary", get(summary::summary))
+        .route("/v1/cluster", get(cluster::view))
+        .route("/v1/cluster/owner", get(cluster::owner))
+        .route("/v1/cluster/faults", put(cluster::faults))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

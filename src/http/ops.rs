@@ -17,6 +17,16 @@ pub async fn healthz() -> Json<serde_json::Value> {
 
 /// The node can serve: its database answers.
 pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    // A node that is joining or leaving the cluster should get no traffic
+    // from a load balancer.
+    if !app.cluster.is_ready() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the node is joining or leaving the cluster",
+        )
+        .into_response();
+    }
     match app.store.ping().await {
         Ok(()) => Json(json!({"status": "ready", "resident_entities": app.router.local().resident()})).into_response(),
         Err(err) => {

@@ -111,6 +111,25 @@ impl ApiKeys {
         Ok(found)
     }
 
+    /// Re-reads one key from the store (another node changed it).
+    pub async fn reload(&self, id: &str) -> Result<(), StoreError> {
+        self.ring.revoke(id);
+        for (record, secrets) in self.store.load_api_keys(now_ms()).await? {
+            if record.id != id {
+                continue;
+            }
+            let grant = Arc::new(grant_of(&record)?);
+            for secret in secrets {
+                let hash = SecretHash::from_hex(&secret.secret_hash).ok_or_else(|| StoreError::Corrupt {
+                    column: "api_key_secrets.secret_hash",
+                    value: secret.secret_hash.clone(),
+                })?;
+                self.ring.insert(grant.clone(), hash, secret.expires_at_ms);
+            }
+        }
+        Ok(())
+    }
+
     /// The key's record, with this node's knowledge of its last use.
     pub async fn get(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         let Some(mut record) = self.store.get_api_key(id).await? else {

@@ -79,7 +79,11 @@ impl CounterDeltas {
 
     /// The deltas pending for one entity (read by an actor that starts).
     pub fn pending(&self, key: &EntityKey) -> Vec<(WindowKind, i64, i64)> {
-        self.shard(key).lock().get(key).map(|e| e.rows.clone()).unwrap_or_default()
+        self.shard(key)
+            .lock()
+            .get(key)
+            .map(|e| e.rows.clone())
+            .unwrap_or_default()
     }
 
     /// Takes everything pending, leaving it empty.

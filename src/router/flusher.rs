@@ -27,7 +27,9 @@ pub struct Flusher {
 
 impl std::fmt::Debug for Flusher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Flusher").field("store", &self.store).finish_non_exhaustive()
+        f.debug_struct("Flusher")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
     }
 }
 
@@ -70,7 +72,10 @@ impl Flusher {
             return;
         }
         metrics::counter!("tollgate_fenced_entities_total").increment(fenced.len() as u64);
-        tracing::warn!(entities = fenced.len(), "counter deltas refused: another node owns these entities now");
+        tracing::warn!(
+            entities = fenced.len(),
+            "counter deltas refused: another node owns these entities now"
+        );
         if let Some(handler) = self.on_fenced.get() {
             handler(fenced);
         }

@@ -1,6 +1,6 @@
 //! The local entity registry: key → actor, started on first use.
 
-use crate::actor::{ActorDeps, EntityActor, EntityArgs, EntityMsg};
+use crate::actor::{ActorDeps, EntityActor, EntityArgs, EntityMsg, EntitySnapshot};
 use crate::entity::EntityKey;
 use dashmap::DashMap;
 use ractor::rpc::CallResult;
@@ -18,6 +18,8 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts per call: an actor that was passivated or crashed between
 /// lookup and delivery is replaced and the call tried again.
 const ATTEMPTS: usize = 3;
+/// How long a surrender waits for an actor that is still starting.
+const SURRENDER_WAIT: Duration = Duration::from_secs(1);
 
 /// Why an operation could not be delivered.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,8 @@ pub enum RouteError {
     Timeout,
     #[error("entity actor unavailable")]
     Unavailable,
+    #[error("the entity's owner could not be reached: {0}")]
+    Peer(String),
 }
 
 /// One resident (or starting) entity.
@@ -195,6 +199,62 @@ impl LocalEntities {
                 true
             }
         }
+    }
+
+    /// Hands an entity over: stops its actor and returns its live state
+    /// (None if it is not resident). An actor still starting is waited for
+    /// briefly, so a state being loaded is not lost.
+    pub async fn surrender(&self, key: &EntityKey) -> Option<EntitySnapshot> {
+        let slot = self.slots.get(key)?.clone();
+        let actor = match slot.actor.get() {
+            Some(actor) => actor.clone(),
+            None => {
+                let waited = tokio::time::timeout(SURRENDER_WAIT, async {
+                    loop {
+                        if let Some(actor) = slot.actor.get() {
+                            return actor.clone();
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                })
+                .await;
+                match waited {
+                    Ok(actor) => actor,
+                    Err(_) => {
+                        self.forget(key, &slot);
+                        return None;
+                    }
+                }
+            }
+        };
+        self.forget(key, &slot);
+        match actor.call(EntityMsg::Surrender, Some(CONTROL_TIMEOUT)).await {
+            Ok(CallResult::Success(snapshot)) => Some(snapshot),
+            _ => None,
+        }
+    }
+
+    /// Stops entities whose ownership has moved elsewhere (the store
+    /// refused their counter writes), without handing anything over.
+    pub fn drop_stale(&self, keys: &[EntityKey]) {
+        for key in keys {
+            if let Some((_, slot)) = self.slots.remove(key)
+                && let Some(actor) = slot.actor.get()
+            {
+                actor.stop(Some("fenced".into()));
+            }
+        }
+    }
+
+    /// Every resident entity's key.
+    pub fn resident_keys(&self) -> Vec<EntityKey> {
+        self.slots.iter().map(|e| e.key().clone()).collect()
+    }
+
+    /// Starts an entity here if it is not resident (taking it over from
+    /// its previous owner).
+    pub async fn ensure_resident(&self, key: &EntityKey) -> Result<(), RouteError> {
+        self.resolve(key).await.map(|_| ())
     }
 
     /// Crashes an entity's actor and waits until it has stopped (tests of

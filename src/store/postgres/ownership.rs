@@ -56,8 +56,11 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?;
         let written: std::collections::HashSet<&str> = written.iter().map(String::as_str).collect();
-        let mut refused: Vec<EntityKey> =
-            rows.iter().filter(|r| !written.contains(r.entity.as_str())).map(|r| r.entity.clone()).collect();
+        let mut refused: Vec<EntityKey> = rows
+            .iter()
+            .filter(|r| !written.contains(r.entity.as_str()))
+            .map(|r| r.entity.clone())
+            .collect();
         refused.dedup();
         Ok(refused)
     }

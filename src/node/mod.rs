@@ -1,7 +1,11 @@
 //! A Tollgate node: the store, the catalogue, the entity actors, the
 //! flusher, the ledger and the HTTP API, started and stopped together.
 
-use crate::actor::{ActorDeps, EntitySupervisor};
+mod cluster;
+
+pub use cluster::ClusterNode;
+
+use crate::actor::{ActorDeps, EntitySupervisor, Takeover};
 use crate::catalog::Catalog;
 use crate::config::ServeConfig;
 use crate::http::{self, AppState};
@@ -12,6 +16,7 @@ use crate::identity::{Authenticator, Directory};
 use crate::ledger::Ledger;
 use crate::router::deltas::CounterDeltas;
 use crate::router::flusher::Flusher;
+use crate::router::peer_handler::PeerHandler;
 use crate::router::{EntityRouter, LocalEntities, PassivationPolicy, spawn_sweeper};
 use crate::store::{Store, StoreError};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -67,6 +72,18 @@ impl Node {
             tokio::spawn(async move { verifier.warm_up().await });
         }
 
+        config
+            .cluster
+            .validate(config.listen, &config.database.database_url)
+            .map_err(NodeError::Config)?;
+        let cluster = if config.cluster.enabled() {
+            ClusterNode::start(&config.cluster, config.listen)
+                .await
+                .map_err(|e| NodeError::Config(e.to_string()))?
+        } else {
+            ClusterNode::single(config.listen)
+        };
+
         let deltas = Arc::new(CounterDeltas::default());
         let flusher = Arc::new(Flusher::new(deltas.clone(), store.clone()));
         let (supervisor, _) = Actor::spawn(None, EntitySupervisor, ())
@@ -77,22 +94,45 @@ impl Node {
             catalog: catalog.clone(),
             deltas,
             flusher: flusher.clone(),
-            takeover: None,
+            takeover: cluster.routing.clone().map(|r| r as Arc<dyn Takeover>),
         };
         let local = Arc::new(LocalEntities::new(supervisor.get_cell(), deps));
+        let router = match &cluster.routing {
+            Some(routing) => EntityRouter::clustered(local.clone(), routing.clone()),
+            None => EntityRouter::new(local.clone()),
+        };
+        if let Some(routing) = &cluster.routing {
+            // Counter writes refused by the fence mean another node owns
+            // those entities now: stop serving them here.
+            let fenced_local = local.clone();
+            flusher.on_fenced(Arc::new(move |keys| fenced_local.drop_stale(&keys)));
+            cluster
+                .serve_rpc(PeerHandler {
+                    router: router.clone(),
+                    local: local.clone(),
+                    flusher: flusher.clone(),
+                    cluster: routing.clone(),
+                    directory: directory.clone(),
+                    keys: keys.clone(),
+                })
+                .await
+                .map_err(|e| NodeError::Config(e.to_string()))?;
+        }
         let policy = PassivationPolicy {
             idle_timeout: config.idle_timeout(),
             max_entities: usize::try_from(config.max_entities).unwrap_or(usize::MAX),
             sweep_every: (config.idle_timeout() / 10).clamp(Duration::from_millis(200), Duration::from_secs(10)),
         };
-        let tasks = vec![
+        let mut tasks = vec![
             flusher.clone().spawn(config.flush_interval()),
             spawn_sweeper(local.clone(), policy),
             keys.clone().spawn_last_used_writer(KEY_USE_WRITE_INTERVAL),
         ];
+        tasks.extend(cluster.spawn_entity_count(local.clone()));
         let ledger_concurrency = if matches!(store, Store::Postgres(_)) { 4 } else { 1 };
         let state = Arc::new(AppState {
-            router: EntityRouter::new(local.clone()),
+            router,
+            cluster: Arc::new(cluster),
             catalog,
             ledger: Ledger::spawn(store.clone(), ledger_concurrency),
             store,
@@ -144,7 +184,18 @@ impl Node {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), NodeError> {
         let app = self.app().into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+        // In a cluster, a shutdown is a graceful leave: entities are handed
+        // over while HTTP still answers (forwarding to the new owners).
+        let cluster = self.state.cluster.clone();
+        let local = self.local.clone();
+        let leave_then_stop = async move {
+            shutdown.await;
+            cluster.leave(&local).await;
+        };
+        self.state.cluster.ready().await;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(leave_then_stop)
+            .await?;
         self.shutdown().await
     }
 
@@ -168,6 +219,7 @@ impl Node {
             result = self.flusher.flush().await;
         }
         self.local.stop_all();
+        self.state.cluster.shutdown().await;
         result.map(|_| ()).map_err(NodeError::from)
     }
 }
