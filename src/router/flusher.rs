@@ -6,7 +6,7 @@
 
 use super::deltas::CounterDeltas;
 use crate::entity::EntityKey;
-use crate::store::{Store, StoreResult};
+use crate::store::{CounterDelta, Store, StoreResult};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, MutexGuard};
@@ -55,16 +55,35 @@ impl Flusher {
         if batch.is_empty() {
             return Ok(());
         }
-        match self.store.flush_counters(&batch).await {
-            Ok(fenced) => {
-                self.report_fenced(fenced);
-                Ok(())
-            }
+        self.write(batch).await
+    }
+
+    /// Writes a batch; deltas the fence refused are written again without
+    /// it (they count requests that really were admitted, and dropping
+    /// them would let a stale owner admit more after reloading), and their
+    /// entities are reported so this node stops serving them.
+    async fn write(&self, batch: Vec<CounterDelta>) -> StoreResult<()> {
+        let fenced = match self.store.flush_counters(&batch).await {
+            Ok(fenced) => fenced,
             Err(err) => {
                 self.deltas.restore(batch);
-                Err(err)
+                return Err(err);
             }
+        };
+        if fenced.is_empty() {
+            return Ok(());
         }
+        let late: Vec<CounterDelta> = batch
+            .into_iter()
+            .filter(|d| fenced.contains(&d.entity))
+            .map(|d| CounterDelta { epoch: 0, ..d })
+            .collect();
+        let result = self.store.flush_counters(&late).await.map(|_| ());
+        if result.is_err() {
+            self.deltas.restore(late);
+        }
+        self.report_fenced(fenced);
+        result
     }
 
     fn report_fenced(&self, fenced: Vec<EntityKey>) {
@@ -106,17 +125,10 @@ impl Flusher {
         if batch.is_empty() {
             return Ok(0);
         }
-        match self.store.flush_counters(&batch).await {
-            Ok(fenced) => {
-                metrics::counter!("tollgate_counter_deltas_flushed_total").increment(batch.len() as u64);
-                self.report_fenced(fenced);
-                Ok(batch.len())
-            }
-            Err(err) => {
-                self.deltas.restore(batch);
-                Err(err)
-            }
-        }
+        let n = batch.len();
+        self.write(batch).await?;
+        metrics::counter!("tollgate_counter_deltas_flushed_total").increment(n as u64);
+        Ok(n)
     }
 
     /// Taken by an entity actor while it reads its stored state.
