@@ -5,6 +5,7 @@
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{AdminCaller, ApiJson, Caller};
+use super::openapi::{BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable};
 use crate::entity::EntityKey;
 use crate::identity::{Access, Principal};
 use crate::limits::pricing::{Price, valid_model_name};
@@ -15,15 +16,52 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::ToSchema;
 
 fn unknown_tier(name: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "unknown_tier", format!("no tier named {name:?}"))
 }
 
+/// List tiers
+///
+/// Every tier and its limits. Admins only.
+#[utoipa::path(
+    get,
+    path = "/v1/tiers",
+    operation_id = "list_tiers",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Every tier.", body = Vec<Tier>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list_tiers(_: AdminCaller, State(app): State<Arc<AppState>>) -> Json<Vec<Tier>> {
     Json(app.catalog.tiers().iter().map(|t| (**t).clone()).collect())
 }
 
+/// Read a tier
+///
+/// One tier's limits. Admins only.
+#[utoipa::path(
+    get,
+    path = "/v1/tiers/{name}",
+    operation_id = "get_tier",
+    tag = "admin",
+    params(("name" = String, Path, description = "The tier's name.", example = "pro")),
+    responses(
+        (status = 200, description = "The tier.", body = Tier),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get_tier(
     _: AdminCaller,
     State(app): State<Arc<AppState>>,
@@ -33,17 +71,47 @@ pub async fn get_tier(
     Ok(Json((*tier).clone()))
 }
 
-#[derive(Debug, Deserialize)]
+/// A tier's limits (its name is in the path).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TierBody {
+    /// Requests per fixed 24 h window (at most 1000000000).
+    #[schema(maximum = 1_000_000_000, example = 100)]
     pub daily_limit: u64,
+    /// Requests per calendar month (UTC); absent or null = no monthly cap.
     #[serde(default)]
+    #[schema(maximum = 1_000_000_000, example = 3000)]
     pub monthly_limit: Option<u64>,
+    /// Per-minute burst limit; absent or null = none.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000, example = 20)]
     pub rpm: Option<u32>,
+    /// What the tier costs its subscriber; informational.
     pub price_monthly_usd: Usd,
 }
 
+/// Create or replace a tier
+///
+/// Sets a tier's limits. Entities on the tier follow the new limits at
+/// once; counts so far are kept. Stored before it is applied, so a restart
+/// keeps it. Admins only.
+#[utoipa::path(
+    put,
+    path = "/v1/tiers/{name}",
+    operation_id = "put_tier",
+    tag = "admin",
+    params(("name" = String, Path, description = "1-64 characters of `a-z`, `0-9`, `-` and `_`.", example = "pro")),
+    request_body = TierBody,
+    responses(
+        (status = 200, description = "The tier as stored.", body = Tier),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn put_tier(
     _: AdminCaller,
     State(app): State<Arc<AppState>>,
@@ -63,18 +131,48 @@ pub async fn put_tier(
     Ok(Json(tier))
 }
 
-#[derive(Debug, Deserialize)]
+/// A user's tier.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserBody {
+    /// An existing tier's name.
+    #[schema(example = "pro")]
     pub tier: String,
 }
 
-#[derive(Debug, Serialize)]
+/// A user and their own tier.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserResponse {
+    /// The user's id (their identity provider's `sub`).
+    #[schema(example = "u_123")]
     pub id: String,
+    /// The user's own tier.
+    #[schema(example = "pro")]
     pub tier: String,
 }
 
+/// Set a user's tier
+///
+/// Creates the user if new. A member of an organisation is limited by the
+/// organisation's tier while a member; their own tier applies again when
+/// they leave. Admins only.
+#[utoipa::path(
+    put,
+    path = "/v1/users/{id}",
+    operation_id = "put_user",
+    tag = "admin",
+    params(("id" = String, Path, description = "The user's id (1-256 bytes, no spaces).", example = "u_123")),
+    request_body = UserBody,
+    responses(
+        (status = 200, description = "The user's tier as stored.", body = UserResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn put_user(
     _: AdminCaller,
     State(app): State<Arc<AppState>>,
@@ -94,18 +192,48 @@ pub async fn put_user(
     Ok(Json(UserResponse { id, tier: body.tier }))
 }
 
-#[derive(Debug, Deserialize)]
+/// A monthly budget.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetBody {
+    /// USD per calendar month (UTC).
     pub monthly_budget_usd: Usd,
 }
 
-#[derive(Debug, Serialize)]
+/// An entity's monthly budget after the change.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BudgetResponse {
+    /// The entity, `user:…` or `org:…`.
+    #[schema(example = "user:u_123")]
     pub entity: String,
+    /// The budget; null when removed.
+    #[schema(required = true)]
     pub monthly_budget_usd: Option<Usd>,
 }
 
+/// Set a user's monthly budget
+///
+/// Checks with an estimate are refused once spend plus holds would pass
+/// it. Applies at once. Admins set anyone's; an organisation's owners and
+/// admins set their members'.
+#[utoipa::path(
+    put,
+    path = "/v1/users/{id}/budget",
+    operation_id = "put_user_budget",
+    tag = "admin",
+    params(("id" = String, Path, description = "The user's id.", example = "u_123")),
+    request_body = BudgetBody,
+    responses(
+        (status = 200, description = "The budget as stored.", body = BudgetResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn put_user_budget(
     State(app): State<Arc<AppState>>,
     Caller(caller): Caller,
@@ -115,6 +243,27 @@ pub async fn put_user_budget(
     user_budget(&app, &caller, &id, Some(body.monthly_budget_usd)).await
 }
 
+/// Remove a user's monthly budget
+///
+/// The user is then limited by request counts (and their organisation's
+/// budget) only. Spend is still recorded. Admins, or the user's
+/// organisation's owners and admins.
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{id}/budget",
+    operation_id = "delete_user_budget",
+    tag = "admin",
+    params(("id" = String, Path, description = "The user's id.", example = "u_123")),
+    responses(
+        (status = 200, description = "Removed (`monthly_budget_usd` is null).", body = BudgetResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn delete_user_budget(
     State(app): State<Arc<AppState>>,
     Caller(caller): Caller,
@@ -151,13 +300,39 @@ pub(super) async fn set_budget(
     }))
 }
 
-#[derive(Debug, Serialize)]
+/// A model and its prices.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PriceResponse {
+    /// The model's name.
+    #[schema(example = "claude-sonnet-4")]
     pub model: String,
     #[serde(flatten)]
     pub price: Price,
 }
 
+/// Set a model's prices
+///
+/// USD per million input and output tokens, used to price token estimates
+/// and usage sent without `cost_usd`. Admins only.
+#[utoipa::path(
+    put,
+    path = "/v1/prices/{model}",
+    operation_id = "put_price",
+    tag = "admin",
+    params(("model" = String, Path,
+        description = "1-128 characters of letters, digits and `- _ . : / @` (URL-encode `/`).",
+        example = "claude-sonnet-4")),
+    request_body = PriceBody,
+    responses(
+        (status = 200, description = "The prices as stored.", body = PriceResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn put_price(
     _: AdminCaller,
     State(app): State<Arc<AppState>>,
@@ -179,13 +354,35 @@ pub async fn put_price(
     Ok(Json(PriceResponse { model, price }))
 }
 
-#[derive(Debug, Deserialize)]
+/// A model's prices.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceBody {
+    /// USD per million input tokens.
     pub input_per_mtok_usd: Usd,
+    /// USD per million output tokens.
     pub output_per_mtok_usd: Usd,
 }
 
+/// Read a model's prices
+///
+/// Admins only.
+#[utoipa::path(
+    get,
+    path = "/v1/prices/{model}",
+    operation_id = "get_price",
+    tag = "admin",
+    params(("model" = String, Path, description = "The model's name.", example = "claude-sonnet-4")),
+    responses(
+        (status = 200, description = "The model's prices.", body = PriceResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get_price(
     _: AdminCaller,
     State(app): State<Arc<AppState>>,

@@ -4,6 +4,7 @@
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller, JsonOrEmpty};
+use super::openapi::{BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable};
 use crate::entity::EntityKey;
 use crate::identity::api_keys::{MAX_GRACE_PERIOD_S, NewKey};
 use crate::identity::scope::{Scope, Scopes};
@@ -16,6 +17,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa::ToSchema;
 
 const NO_SUCH_KEY: &str = "no such API key";
 
@@ -27,30 +29,55 @@ fn refused(denied: Denied) -> ApiError {
     )
 }
 
-#[derive(Debug, Deserialize)]
+/// A new API key.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyBody {
+    /// A label: 1-200 printable characters.
+    #[schema(example = "backend (production)")]
     pub name: String,
+    /// What the key may do; at least one. `check` needs `user_id`,
+    /// `org_admin` needs `org_id`, `admin` takes neither.
+    #[schema(value_type = Vec<Scope>, min_items = 1, example = json!(["service"]))]
     pub scopes: Vec<String>,
+    /// The organisation the key belongs to (and is confined to).
     #[serde(default)]
     pub org_id: Option<String>,
+    /// The user the key acts as (a member of `org_id`, if that is given).
     #[serde(default)]
+    #[schema(example = "u_123")]
     pub user_id: Option<String>,
 }
 
 /// A key's metadata (never its secret, except once in `secret`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct KeyResponse {
+    /// The key's id, used in the API-key routes (not a secret).
+    #[schema(example = "key_0193a1c2e4f57b8c9d0e1f2a3b4c5d6e")]
     pub id: String,
+    /// The key's label.
+    #[schema(example = "backend (production)")]
     pub name: String,
+    /// What the key may do.
+    #[schema(value_type = Vec<Scope>, example = json!(["service"]))]
     pub scopes: Vec<String>,
+    /// The organisation the key is confined to, if any.
+    #[schema(required = true)]
     pub org_id: Option<String>,
+    /// The user the key acts as, if any.
+    #[schema(required = true)]
     pub user_id: Option<String>,
+    #[schema(format = DateTime, example = "2026-11-28T06:54:10Z")]
     pub created_at: String,
+    /// Written in batches, so it may lag a little behind the last use.
+    #[schema(required = true, format = DateTime)]
     pub last_used_at: Option<String>,
+    #[schema(required = true, format = DateTime)]
     pub revoked_at: Option<String>,
-    /// Present only in the answer that created or rotated the key.
+    /// Present only in the answer that created the key: `tg_…`, shown once
+    /// and never again (only a hash is stored).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, example = "tg_q3Vn0b1TtY8xk2mZ5pW7rC4sL6dH9fJ0aE1gB3iN5oU")]
     pub secret: Option<String>,
 }
 
@@ -70,6 +97,29 @@ impl KeyResponse {
     }
 }
 
+/// Create an API key
+///
+/// Returns the secret once, in `secret`; only a hash is stored. Admins may
+/// create any key; an organisation's managers (and its `org_admin` keys)
+/// keys for their organisation; a signed-in user `check` keys for
+/// themselves. A key never reaches beyond its creator.
+#[utoipa::path(
+    post,
+    path = "/v1/api-keys",
+    operation_id = "create_api_key",
+    tag = "api-keys",
+    request_body = CreateKeyBody,
+    responses(
+        (status = 201, description = "Created; `secret` is shown this once.", body = KeyResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(app): State<Arc<AppState>>,
     Caller(caller): Caller,
@@ -152,6 +202,25 @@ async fn manageable(app: &AppState, caller: &Principal, id: &str) -> Result<ApiK
     Ok(record)
 }
 
+/// Read an API key
+///
+/// Its metadata, never its secret. A revoked key is 404. Admins, and
+/// whoever may manage the key (its organisation's managers, its user).
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys/{id}",
+    operation_id = "get_api_key",
+    tag = "api-keys",
+    params(("id" = String, Path, description = "The key's id (not its secret).")),
+    responses(
+        (status = 200, description = "The key's metadata.", body = KeyResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get(
     State(app): State<Arc<AppState>>,
     Caller(caller): Caller,
@@ -166,22 +235,51 @@ pub async fn get(
     Ok(Json(KeyResponse::new(record, None)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// How to rotate; the body may be left out entirely (no grace period).
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateBody {
     /// How long the old secret keeps working (seconds; default 0).
     #[serde(default)]
+    #[schema(maximum = 2_592_000, example = 3600)]
     pub grace_period_s: u64,
 }
 
-#[derive(Debug, Serialize)]
+/// The key's new secret.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RotateResponse {
+    /// The key's id (unchanged).
     pub id: String,
+    /// The new secret, shown this once.
+    #[schema(example = "tg_q3Vn0b1TtY8xk2mZ5pW7rC4sL6dH9fJ0aE1gB3iN5oU")]
     pub secret: String,
     /// When the previous secret stops working.
+    #[schema(format = DateTime)]
     pub previous_secret_expires_at: String,
 }
 
+/// Rotate an API key
+///
+/// Issues a new secret. The old one keeps working for `grace_period_s`
+/// (at most 30 days), so a deployment can switch without downtime. Same
+/// callers as reading the key.
+#[utoipa::path(
+    post,
+    path = "/v1/api-keys/{id}/rotate",
+    operation_id = "rotate_api_key",
+    tag = "api-keys",
+    params(("id" = String, Path, description = "The key's id.")),
+    request_body(content = Option<RotateBody>, description = "Optional; without it the old secret stops at once."),
+    responses(
+        (status = 200, description = "Rotated; `secret` is shown this once.", body = RotateResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn rotate(
     State(app): State<Arc<AppState>>,
     Caller(caller): Caller,
@@ -208,12 +306,35 @@ pub async fn rotate(
     }))
 }
 
-#[derive(Debug, Serialize)]
+/// A revoked key.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RevokeResponse {
+    /// The key's id.
     pub id: String,
+    /// Always true.
     pub revoked: bool,
 }
 
+/// Revoke an API key
+///
+/// Effective at once: the key (and any secret still in its rotation grace
+/// period) is refused with 401 from then on. Same callers as reading the
+/// key.
+#[utoipa::path(
+    delete,
+    path = "/v1/api-keys/{id}",
+    operation_id = "revoke_api_key",
+    tag = "api-keys",
+    params(("id" = String, Path, description = "The key's id.")),
+    responses(
+        (status = 200, description = "Revoked.", body = RevokeResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn revoke(
     State(app): State<Arc<AppState>>,
     Caller(caller): Caller,

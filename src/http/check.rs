@@ -17,55 +17,140 @@ use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::ToSchema;
 
 /// Most messages one check may count.
 pub const MAX_REQUESTS: u64 = 1000;
 
-#[derive(Debug, Deserialize)]
+/// What to check: whose limits (the caller by default), and optionally an
+/// estimated cost to reserve against the budget.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckRequest {
+    /// The user to check. Only a service credential (admin, `service` key)
+    /// may name a subject; a user credential is its own subject.
     #[serde(default)]
+    #[schema(example = "u_123")]
     pub user_id: Option<String>,
+    /// A guest to check (instead of `user_id`), named by a service credential.
     #[serde(default)]
     pub guest: Option<GuestRef>,
+    /// The model that will answer; prices a token estimate.
     #[serde(default)]
+    #[schema(example = "claude-sonnet-4")]
     pub model: Option<String>,
+    /// Reserve this much of the budget until the usage is recorded (or the
+    /// hold expires). Without it nothing is reserved.
     #[serde(default)]
     pub estimate: Option<Estimate>,
+    /// How many messages this check counts (default 1).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000, example = 1)]
     pub requests: Option<u64>,
 }
 
-/// Either token counts (priced with `model`) or a cost.
-#[derive(Debug, Deserialize)]
+/// Either token counts (priced with `model`) or a cost: give
+/// `{"input_tokens", "max_output_tokens"}` or `{"cost_usd"}`, not both.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Estimate {
+    /// Input tokens of the call (at most 100000000).
     #[serde(default)]
+    #[schema(maximum = 100_000_000, example = 1234)]
     pub input_tokens: Option<u64>,
+    /// The most output tokens the call may produce (at most 100000000).
     #[serde(default)]
+    #[schema(maximum = 100_000_000, example = 1024)]
     pub max_output_tokens: Option<u64>,
+    /// The estimated cost, instead of token counts.
     #[serde(default)]
     pub cost_usd: Option<Usd>,
 }
 
-/// The check response's shape. The handler writes it with [`CheckJson`],
-/// which produces the same JSON without going through serde (tested).
-#[derive(Debug, Serialize)]
+/// Why a check was refused.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum RefusalReason {
+    /// A request limit (daily, monthly or per-minute) is reached.
+    RateLimited,
+    /// The monthly budget does not cover the estimate.
+    BudgetExceeded,
+}
+
+/// The answer to a check, allowed (200) or refused (429).
+// The handler writes it with [`CheckJson`], which produces the same JSON
+// without going through serde (tested); this type is its specification.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CheckResponse<'a> {
+    /// Whether the message may be sent.
     pub allowed: bool,
+    /// Why it was refused (only when refused).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = RefusalReason)]
     pub reason: Option<&'static str>,
+    /// The same code as `reason`, as in every error body (only when refused).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = RefusalReason)]
     pub error: Option<&'static str>,
+    /// What was refused, for people (only when refused).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, example = "the daily request limit is reached")]
     pub message: Option<String>,
+    /// The hold taken for `estimate`: pass it to `POST /v1/usage`, or
+    /// release it with `DELETE /v1/reservations/{id}` (only when an
+    /// estimate was given and the check allowed).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
     pub reservation_id: Option<String>,
+    /// The tier of the subject's first entity (its organisation's, for a member).
+    #[schema(example = "pro")]
     pub tier: String,
+    /// Every request window of every entity checked.
     pub limits: Vec<LimitJson<'a>>,
+    /// One budget per entity checked.
     pub budgets: Vec<BudgetJson<'a>>,
 }
 
+/// Check (and reserve)
+///
+/// May this subject send the next message, and afford it? Counts `requests`
+/// messages against every window of the subject's entities (a user and
+/// their organisation, or a guest's IP and fingerprint), all or nothing, and
+/// with an `estimate` holds that much of each budget. A refusal is 429 with
+/// the same body, `reason` `rate_limited` or `budget_exceeded`, and
+/// `Retry-After`; nothing is counted then. Every answer carries the IETF
+/// `RateLimit-Policy` and `RateLimit` headers.
+///
+/// Guests may call without a credential (they are then the subject); a
+/// service credential names `user_id` or `guest`.
+#[utoipa::path(
+    post,
+    path = "/v1/check",
+    operation_id = "check",
+    tag = "checks",
+    request_body = CheckRequest,
+    params(super::openapi::FingerprintHeader),
+    responses(
+        (status = 200, description = "Allowed; counted, and reserved if an estimate was given.",
+            body = CheckResponse, headers(
+                ("RateLimit-Policy" = String, description = "Every window: `\"user-day\";q=100;w=86400, …`"),
+                ("RateLimit" = String, description = "The window closest to exhaustion: `\"user-day\";r=98;t=86395`"),
+            )),
+        (status = 429, description = "Refused (`rate_limited` or `budget_exceeded`); nothing was counted.",
+            body = CheckResponse, headers(
+                ("Retry-After" = i64, description = "Seconds until the refusing window resets."),
+                ("RateLimit-Policy" = String, description = "Every window."),
+                ("RateLimit" = String, description = "The window closest to exhaustion."),
+            )),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("bearer" = []), ()),
+)]
 pub async fn check(
     State(app): State<Arc<AppState>>,
     Caller(caller): Caller,

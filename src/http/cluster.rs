@@ -11,14 +11,16 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
 
 /// One node as this node sees it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct NodeJson {
     pub node_id: String,
     pub http_addr: Option<String>,
     pub rpc_addr: Option<String>,
     /// `joining`, `ready` or `leaving`.
+    #[schema(value_type = String, example = "ready")]
     pub status: &'static str,
     /// Grows at every start of the node.
     pub generation: u64,
@@ -28,12 +30,26 @@ pub struct NodeJson {
     pub live: bool,
 }
 
-#[derive(Debug, Serialize)]
+/// The cluster as the answering node sees it.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ClusterResponse {
+    /// The answering node.
     pub node_id: String,
     pub nodes: Vec<NodeJson>,
 }
 
+/// Cluster membership
+///
+/// Every node this node knows, with its addresses, status (`joining`,
+/// `ready`, `leaving`), generation and resident entity count. A node
+/// started without cluster flags lists itself alone. Public, like `/metrics`.
+#[utoipa::path(
+    get,
+    path = "/v1/cluster",
+    operation_id = "cluster",
+    tag = "ops",
+    responses((status = 200, description = "The nodes.", body = ClusterResponse)),
+)]
 pub async fn view(State(app): State<Arc<AppState>>) -> Json<ClusterResponse> {
     let membership = &app.cluster.membership;
     let view = membership.current();
@@ -71,20 +87,37 @@ pub async fn view(State(app): State<Arc<AppState>>) -> Json<ClusterResponse> {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct OwnerQuery {
     /// An entity key: `user:<id>`, `org:<id>`, `ip:<address>`, `fp:<fingerprint>`.
     pub entity: String,
 }
 
-#[derive(Debug, Serialize)]
+/// Which node owns an entity.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OwnerResponse {
     pub entity: String,
     /// `null` while no node is ready.
     pub node_id: Option<String>,
 }
 
+/// Entity owner
+///
+/// The node that owns an entity (rendezvous hashing over live, ready
+/// nodes), as this node sees it. Public.
+#[utoipa::path(
+    get,
+    path = "/v1/cluster/owner",
+    operation_id = "clusterOwner",
+    tag = "ops",
+    params(OwnerQuery),
+    responses(
+        (status = 200, description = "The owner.", body = OwnerResponse),
+        (status = 400, response = super::openapi::BadRequest),
+    ),
+)]
 pub async fn owner(
     State(app): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<OwnerQuery>,
@@ -97,21 +130,41 @@ pub async fn owner(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+/// A simulated partition.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultsBody {
     /// Node ids to cut this node off from; `[]` heals.
     pub isolate_from: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// The partition now in force.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct FaultsResponse {
     pub isolate_from: Vec<String>,
     pub blocked_addrs: Vec<String>,
 }
 
-/// Test only (`--enable-fault-injection`): simulates a partition by
-/// dropping gossip and RPC between this node and the named nodes.
+/// Fault injection (tests only)
+///
+/// Simulates a network partition: this node drops gossip and internal RPC
+/// to and from the named nodes until called again with `[]`. Exists only on
+/// nodes started with `--enable-fault-injection` (404 elsewhere); admin.
+#[utoipa::path(
+    put,
+    path = "/v1/cluster/faults",
+    operation_id = "clusterFaults",
+    tag = "ops",
+    request_body = FaultsBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The partition now in force.", body = FaultsResponse),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+    ),
+)]
 pub async fn faults(
     _: AdminCaller,
     State(app): State<Arc<AppState>>,

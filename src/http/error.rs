@@ -19,9 +19,17 @@ pub struct ApiError {
     pub message: String,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// The body of every error: a stable machine code and a message for
+/// people that names the offending field.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// A stable machine code, e.g. `invalid_request`, `invalid_json`,
+    /// `unauthorized`, `invalid_token`, `forbidden`, `not_found`,
+    /// `body_too_large`, `store_unavailable`.
+    #[schema(value_type = String, example = "invalid_request")]
     error: &'a str,
+    /// What went wrong, for people; names the field.
+    #[schema(value_type = String, example = "requests: must be between 1 and 1000")]
     message: &'a str,
 }
 

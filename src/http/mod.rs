@@ -8,7 +8,9 @@ mod check_json;
 pub mod cluster;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod ops;
+pub mod org_members;
 pub mod orgs;
 pub mod status;
 pub mod subject;
@@ -24,9 +26,11 @@ use crate::router::EntityRouter;
 use crate::store::Store;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -77,41 +81,45 @@ impl HotCounters {
     }
 }
 
-/// All routes.
+/// Every route, with its documentation. `routes!` takes each handler's
+/// path and method from its `#[utoipa::path]`, so the routes served and the
+/// routes in `/openapi.json` are this one list. Register routes only here
+/// and only this way: a plain `.route(…)` would serve an undocumented route
+/// (tests/openapi.rs refuses one). One `routes!` per path: handlers grouped
+/// in one `routes!` are mounted on every path among them.
+pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(check::check))
+        .routes(routes!(usage::record))
+        .routes(routes!(usage::release))
+        .routes(routes!(status::status))
+        .routes(routes!(admin::list_tiers))
+        .routes(routes!(admin::get_tier, admin::put_tier))
+        .routes(routes!(admin::put_user))
+        .routes(routes!(admin::put_user_budget, admin::delete_user_budget))
+        .routes(routes!(admin::get_price, admin::put_price))
+        .routes(routes!(orgs::create))
+        .routes(routes!(orgs::get, orgs::update))
+        .routes(routes!(org_members::put_member, org_members::delete_member))
+        .routes(routes!(orgs::put_budget, orgs::delete_budget))
+        .routes(routes!(api_keys::create))
+        .routes(routes!(api_keys::get, api_keys::revoke))
+        .routes(routes!(api_keys::rotate))
+        .routes(routes!(summary::summary))
+        .routes(routes!(cluster::view))
+        .routes(routes!(cluster::owner))
+        .routes(routes!(cluster::faults))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(openapi::openapi_json))
+}
+
+/// All routes, ready to serve. The documentation is compile-time data; the
+/// router is the same axum `Router` plain `.route()` calls would build.
 pub fn routes(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/v1/check", post(check::check))
-        .route("/v1/usage", post(usage::record))
-        .route("/v1/reservations/{id}", delete(usage::release))
-        .route("/v1/status", get(status::status))
-        .route("/v1/tiers", get(admin::list_tiers))
-        .route("/v1/tiers/{name}", get(admin::get_tier).put(admin::put_tier))
-        .route("/v1/users/{id}", put(admin::put_user))
-        .route(
-            "/v1/users/{id}/budget",
-            put(admin::put_user_budget).delete(admin::delete_user_budget),
-        )
-        .route("/v1/prices/{model}", get(admin::get_price).put(admin::put_price))
-        .route("/v1/orgs", post(orgs::create))
-        .route("/v1/orgs/{id}", get(orgs::get).put(orgs::update))
-        .route(
-            "/v1/orgs/{id}/members/{user_id}",
-            post(orgs::put_member).delete(orgs::delete_member),
-        )
-        .route(
-            "/v1/orgs/{id}/budget",
-            put(orgs::put_budget).delete(orgs::delete_budget),
-        )
-        .route("/v1/api-keys", post(api_keys::create))
-        .route("/v1/api-keys/{id}", get(api_keys::get).delete(api_keys::revoke))
-        .route("/v1/api-keys/{id}/rotate", post(api_keys::rotate))
-        .route("/v1/usage/summary", get(summary::summary))
-        .route("/v1/cluster", get(cluster::view))
-        .route("/v1/cluster/owner", get(cluster::owner))
-        .route("/v1/cluster/faults", put(cluster::faults))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+    let (router, _document) = api_router().split_for_parts();
+    router
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))

@@ -7,15 +7,55 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 use std::sync::Arc;
+use utoipa::ToSchema;
 
-/// The process is up.
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+/// Liveness.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub status: &'static str,
 }
 
-/// The node can serve: its database answers.
+/// Readiness.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ready {
+    /// Always `ready`.
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    /// Entities (users, organisations, guests) held in memory on this node.
+    pub resident_entities: usize,
+}
+
+/// Liveness
+///
+/// The process is up. Public.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "ops",
+    responses((status = 200, description = "Up.", body = Health)),
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness
+///
+/// The node can serve: its database answers. Public; for load balancers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "ops",
+    responses(
+        (status = 200, description = "Ready.", body = Ready),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+)]
 pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     // A node that is joining or leaving the cluster should get no traffic
     // from a load balancer.
@@ -28,7 +68,11 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
         .into_response();
     }
     match app.store.ping().await {
-        Ok(()) => Json(json!({"status": "ready", "resident_entities": app.router.local().resident()})).into_response(),
+        Ok(()) => Json(Ready {
+            status: "ready",
+            resident_entities: app.router.local().resident(),
+        })
+        .into_response(),
         Err(err) => {
             tracing::warn!(error = %err, "readiness: database unavailable");
             ApiError::new(
@@ -41,7 +85,23 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// Prometheus metrics.
+/// Prometheus metrics
+///
+/// The node's metrics in the Prometheus text format: checks by outcome,
+/// usage events, authentication failures, ledger commits, resident
+/// entities. Public (restrict it at the network); 404 when metrics are
+/// disabled.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "ops",
+    responses(
+        (status = 200, description = "Prometheus text exposition format.", body = String,
+            content_type = "text/plain"),
+        (status = 404, response = super::openapi::NotFound),
+    ),
+)]
 pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     match &app.metrics {
         Some(handle) => handle.render().into_response(),

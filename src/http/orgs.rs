@@ -1,58 +1,85 @@
 //! Organisations: created by a signed-in user (its owner), managed by its
-//! owners and admins, its tier set by admins. Membership changes go to the
-//! store first, then to the in-memory directory that checks read.
+//! owners and admins, its tier set by admins; their pooled budget. Members
+//! are in [`super::org_members`].
 
 use super::AppState;
 use super::admin::{BudgetBody, BudgetResponse, set_budget};
 use super::error::ApiError;
-use super::extract::{ApiJson, Caller, JsonOrEmpty};
+use super::extract::{ApiJson, Caller};
+use super::openapi::{BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable};
 use crate::entity::EntityKey;
 use crate::identity::{Access, Denied, Principal};
 use crate::limits::calendar::{now_ms, rfc3339};
 use crate::service::tenancy;
-use crate::store::{CreateOrgOutcome, MemberOutcome, Membership, OrgRecord, OrgRole, OrgUpdate};
+use crate::store::{CreateOrgOutcome, Membership, OrgRecord, OrgRole, OrgUpdate};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::ToSchema;
 
 const NO_SUCH_ORG: &str = "no such organisation";
 const NEEDS_SIGN_IN: &str = "organisations need a signed-in caller: send `Authorization: Bearer <token>`";
 
-fn refused(denied: Denied) -> ApiError {
+pub(super) fn refused(denied: Denied) -> ApiError {
     ApiError::denied(denied, NO_SUCH_ORG, NEEDS_SIGN_IN)
 }
 
-fn no_such_org() -> ApiError {
+pub(super) fn no_such_org() -> ApiError {
     ApiError::not_found("not_found", NO_SUCH_ORG)
 }
 
-#[derive(Debug, Deserialize)]
+/// A new organisation.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrgBody {
+    /// Display name: 1-200 printable characters (trimmed).
+    #[schema(example = "Acme")]
     pub name: String,
+    /// Where invoices go.
     #[serde(default)]
+    #[schema(format = Email, example = "billing@acme.example")]
     pub billing_email: Option<String>,
-    /// Only an admin may create an organisation on someone's behalf.
+    /// The owner, when an admin creates the organisation on someone's
+    /// behalf (required then). Only an admin may name someone else.
     #[serde(default)]
     pub owner_user_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A member and their role.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MemberJson {
+    /// The member's user id.
+    #[schema(example = "u_123")]
     pub user_id: String,
+    /// Their role: one `owner`, any number of `admin`s and `member`s.
+    #[schema(value_type = OrgRole)]
     pub role: &'static str,
 }
 
-#[derive(Debug, Serialize)]
+/// An organisation and its members.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrgResponse {
+    /// The organisation's id.
+    #[schema(format = "uuid")]
     pub id: String,
+    /// Its display name.
+    #[schema(example = "Acme")]
     pub name: String,
+    /// Where invoices go, if set.
+    #[schema(required = true, example = "billing@acme.example")]
     pub billing_email: Option<String>,
+    /// The tier every member is limited by (with the organisation's pooled
+    /// limits); set by admins.
+    #[schema(example = "free")]
     pub subscription_tier: String,
+    /// The owner's user id.
+    #[schema(example = "u_123")]
     pub owner_user_id: String,
+    #[schema(format = DateTime, example = "2026-11-28T06:54:10.123Z")]
     pub created_at: String,
+    /// Everyone in the organisation, the owner included.
     pub members: Vec<MemberJson>,
 }
 
@@ -103,6 +130,29 @@ fn validate_email(email: Option<String>) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// Create an organisation
+///
+/// A signed-in user (an Auth0 token) creates it and becomes its owner; an
+/// admin may create one for `owner_user_id`. It starts on the `free` tier.
+/// A user belongs to at most one organisation. API keys cannot create
+/// organisations.
+#[utoipa::path(
+    post,
+    path = "/v1/orgs",
+    operation_id = "create_org",
+    tag = "organisations",
+    request_body = CreateOrgBody,
+    responses(
+        (status = 201, description = "Created; the caller (or `owner_user_id`) is its owner.", body = OrgResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(app): State<Arc<AppState>>,
     Caller(caller): Caller,
@@ -159,6 +209,24 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(OrgResponse::new(org, members))))
 }
 
+/// Read an organisation
+///
+/// Its details and members. Admins, its members, and its own keys.
+#[utoipa::path(
+    get,
+    path = "/v1/orgs/{id}",
+    operation_id = "get_org",
+    tag = "organisations",
+    params(("id" = String, Path, description = "The organisation's id.")),
+    responses(
+        (status = 200, description = "The organisation.", body = OrgResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get(
     State(app): State<Arc<AppState>>,
     Caller(caller): Caller,
@@ -172,17 +240,48 @@ pub async fn get(
     Ok(Json(OrgResponse::new(org, members)))
 }
 
-#[derive(Debug, Deserialize)]
+/// Changes to an organisation; absent fields are left as they are.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateOrgBody {
+    /// A new display name.
     #[serde(default)]
+    #[schema(value_type = String, example = "Acme Inc.")]
     pub name: Option<String>,
+    /// A new billing email; null removes it.
     #[serde(default, deserialize_with = "super::extract::explicit_null")]
+    #[schema(value_type = Option<String>, format = Email)]
     pub billing_email: Option<Option<String>>,
+    /// A new tier for the organisation and all its members (admins only).
     #[serde(default)]
+    #[schema(value_type = String, example = "pro")]
     pub subscription_tier: Option<String>,
 }
 
+/// Update an organisation
+///
+/// Renames it, changes its billing email, or (admins only) moves it and
+/// all its members to another tier, effective at once. Owners, the
+/// organisation's admins and its `org_admin` keys may change the name and
+/// email.
+#[utoipa::path(
+    put,
+    path = "/v1/orgs/{id}",
+    operation_id = "update_org",
+    tag = "organisations",
+    params(("id" = String, Path, description = "The organisation's id.")),
+    request_body = UpdateOrgBody,
+    responses(
+        (status = 200, description = "The organisation after the change.", body = OrgResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn update(
     State(app): State<Arc<AppState>>,
     Caller(caller): Caller,
@@ -223,106 +322,6 @@ pub async fn update(
     get(State(app), Caller(caller), Path(id)).await
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MemberBody {
-    #[serde(default)]
-    pub role: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct MemberResponse {
-    pub org_id: String,
-    pub user_id: String,
-    pub role: &'static str,
-}
-
-pub async fn put_member(
-    State(app): State<Arc<AppState>>,
-    Caller(caller): Caller,
-    Path((org_id, user_id)): Path<(String, String)>,
-    JsonOrEmpty(body): JsonOrEmpty<MemberBody>,
-) -> Result<(StatusCode, Json<MemberResponse>), ApiError> {
-    Access::new(&caller, &app.directory)
-        .may_manage_org(&org_id)
-        .map_err(refused)?;
-    EntityKey::user(&user_id).map_err(|e| ApiError::invalid("user id", e))?;
-    let role = match body.role.as_deref() {
-        None | Some("member") => OrgRole::Member,
-        Some("admin") => OrgRole::Admin,
-        Some(_) => return Err(ApiError::invalid("role", "must be \"member\" or \"admin\"")),
-    };
-    if app
-        .directory
-        .membership(&user_id)
-        .is_some_and(|m| m.role == OrgRole::Owner)
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "owner",
-            "the owner's role cannot be changed",
-        ));
-    }
-    let status = match app.store.put_member(&org_id, &user_id, role).await? {
-        MemberOutcome::Added => StatusCode::CREATED,
-        MemberOutcome::RoleChanged => StatusCode::OK,
-        // Another tenant's user: this organisation learns nothing more
-        // than that it cannot add them.
-        MemberOutcome::InAnotherOrg { .. } => {
-            return Err(ApiError::not_found(
-                "not_found",
-                "no such user available to join this organisation",
-            ));
-        }
-        MemberOutcome::NoSuchOrg => return Err(no_such_org()),
-    };
-    app.directory.set(&user_id, &org_id, role);
-    tenancy::refresh_user_tier(&app.router, &app.store, &app.directory, &user_id).await?;
-    Ok((
-        status,
-        Json(MemberResponse {
-            org_id,
-            user_id,
-            role: role.as_str(),
-        }),
-    ))
-}
-
-pub async fn delete_member(
-    State(app): State<Arc<AppState>>,
-    Caller(caller): Caller,
-    Path((org_id, user_id)): Path<(String, String)>,
-) -> Result<Json<MemberResponse>, ApiError> {
-    let access = Access::new(&caller, &app.directory);
-    // Members may leave on their own; managers may remove anyone but the owner.
-    let leaving = caller.own_user().is_some_and(|own| **own == *user_id) && matches!(caller, Principal::User { .. });
-    if leaving {
-        access.may_read_org(&org_id).map_err(refused)?;
-    } else {
-        access.may_manage_org(&org_id).map_err(refused)?;
-    }
-    let Some(member) = app.directory.membership(&user_id).filter(|m| *m.org_id == *org_id) else {
-        return Err(ApiError::not_found("not_found", "no such member"));
-    };
-    if member.role == OrgRole::Owner && !access.is_admin() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "owner",
-            "the owner cannot leave the organisation",
-        ));
-    }
-    if !app.store.remove_member(&org_id, &user_id).await? {
-        return Err(ApiError::not_found("not_found", "no such member"));
-    }
-    app.directory.remove(&user_id);
-    tenancy::refresh_user_tier(&app.router, &app.store, &app.directory, &user_id).await?;
-    Ok(Json(MemberResponse {
-        org_id,
-        user_id,
-        role: member.role.as_str(),
-    }))
-}
-
 async fn org_budget(
     app: &Arc<AppState>,
     caller: &Principal,
@@ -339,6 +338,29 @@ async fn org_budget(
     set_budget(app, key, budget).await
 }
 
+/// Set an organisation's monthly budget
+///
+/// A pooled budget: every member's spend counts against it as well as
+/// against their own. Admins, owners, the organisation's admins and its
+/// `org_admin` keys.
+#[utoipa::path(
+    put,
+    path = "/v1/orgs/{id}/budget",
+    operation_id = "put_org_budget",
+    tag = "organisations",
+    params(("id" = String, Path, description = "The organisation's id.")),
+    request_body = BudgetBody,
+    responses(
+        (status = 200, description = "The budget as stored.", body = BudgetResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn put_budget(
     State(app): State<Arc<AppState>>,
     Caller(caller): Caller,
@@ -348,6 +370,25 @@ pub async fn put_budget(
     org_budget(&app, &caller, &id, Some(body.monthly_budget_usd)).await
 }
 
+/// Remove an organisation's monthly budget
+///
+/// Spend is still recorded. Same callers as setting it.
+#[utoipa::path(
+    delete,
+    path = "/v1/orgs/{id}/budget",
+    operation_id = "delete_org_budget",
+    tag = "organisations",
+    params(("id" = String, Path, description = "The organisation's id.")),
+    responses(
+        (status = 200, description = "Removed (`monthly_budget_usd` is null).", body = BudgetResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn delete_budget(
     State(app): State<Arc<AppState>>,
     Caller(caller): Caller,

@@ -10,25 +10,59 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
 
-#[derive(Debug, Deserialize)]
+/// Whose status: as in a check, the caller by default; a service
+/// credential names `user_id`, or a guest by `ip` (and `fingerprint`).
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StatusQuery {
+    /// The user (service credentials only).
     #[serde(default)]
+    #[param(example = "u_123")]
     pub user_id: Option<String>,
+    /// A guest's IP address (service credentials only).
     #[serde(default)]
+    #[param(example = "203.0.113.7")]
     pub ip: Option<String>,
+    /// The guest's fingerprint, with `ip`.
     #[serde(default)]
     pub fingerprint: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// Counters and budgets, as a check reports them.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StatusResponse<'a> {
+    /// The tier of the subject's first entity.
+    #[schema(example = "pro")]
     pub tier: String,
+    /// Every request window of every entity.
     pub limits: Vec<LimitJson<'a>>,
+    /// One budget per entity.
     pub budgets: Vec<BudgetJson<'a>>,
 }
 
+/// Read limits and budgets
+///
+/// The subject's counters and budgets, exactly as a check would report
+/// them, without counting or reserving anything.
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    operation_id = "get_status",
+    tag = "checks",
+    params(StatusQuery, super::openapi::FingerprintHeader),
+    responses(
+        (status = 200, description = "The subject's limits and budgets.", body = StatusResponse),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("bearer" = []), ()),
+)]
 pub async fn status(
     State(app): State<Arc<AppState>>,
     Caller(caller): Caller,

@@ -6,13 +6,19 @@ use crate::identity::access::{Acting, Named};
 use crate::identity::{Access, Directory, Guest, Principal};
 use crate::store::UsageSubject;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
-/// A guest named by a service credential.
-#[derive(Debug, Clone, Deserialize)]
+/// A guest named by a service credential: limited by its IP and, when
+/// given, by its browser fingerprint too.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GuestRef {
+    /// The guest's IP address (v4 or v6).
+    #[schema(example = "203.0.113.7")]
     pub ip: String,
+    /// The guest's browser fingerprint (1-256 bytes, no spaces).
     #[serde(default)]
+    #[schema(example = "fp-3c1a9e")]
     pub fingerprint: Option<String>,
 }
 

@@ -19,34 +19,84 @@ use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-#[derive(Debug, Deserialize)]
+/// What one call cost. The subject is named as in a check.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageRequest {
+    /// The caller's id for this event; recording the same id again is
+    /// answered `duplicate: true` and counted once.
+    #[schema(value_type = String, format = "uuid")]
     pub event_id: Uuid,
+    /// The reservation the check returned; recording settles it (the hold
+    /// is replaced by the actual cost). Must be for the same subject.
     #[serde(default)]
     pub reservation_id: Option<String>,
+    /// The user charged (service credentials only; see the check).
     #[serde(default)]
+    #[schema(example = "u_123")]
     pub user_id: Option<String>,
+    /// The guest charged (service credentials only).
     #[serde(default)]
     pub guest: Option<GuestRef>,
+    /// The model that answered: 1-128 characters of letters, digits and
+    /// `- _ . : / @`.
+    #[schema(example = "claude-sonnet-4", pattern = r"^[A-Za-z0-9_.:/@-]{1,128}$")]
     pub model: String,
+    /// Input tokens (at most 100000000).
+    #[schema(maximum = 100_000_000, example = 1234)]
     pub input_tokens: u64,
+    /// Output tokens (at most 100000000).
+    #[schema(maximum = 100_000_000, example = 567)]
     pub output_tokens: u64,
+    /// The cost, if the caller knows it; otherwise it is computed from the
+    /// model's price (and the model must have one).
     #[serde(default)]
     pub cost_usd: Option<Usd>,
 }
 
-#[derive(Debug, Serialize)]
+/// The recorded usage and the budgets it was charged to.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UsageResponse<'a> {
+    /// Always true: the event is durable in the ledger.
     pub recorded: bool,
+    /// True when this `event_id` was already recorded (nothing charged again).
     pub duplicate: bool,
+    /// What the event cost.
     #[serde(serialize_with = "decimal_as_string")]
+    #[schema(value_type = Usd)]
     pub cost_usd: Decimal,
+    /// One budget per entity charged, after this event.
     pub budgets: Vec<BudgetJson<'a>>,
 }
 
+/// Record usage
+///
+/// Records what a call cost, charging the subject's budgets (a user and
+/// their organisation, or a guest), and settles the reservation if one is
+/// named. Answered only once the event is durable in the ledger; retrying
+/// with the same `event_id` is safe. Usage is recorded even past a budget:
+/// the call has already happened.
+#[utoipa::path(
+    post,
+    path = "/v1/usage",
+    operation_id = "record_usage",
+    tag = "usage",
+    request_body = UsageRequest,
+    params(super::openapi::FingerprintHeader),
+    responses(
+        (status = 200, description = "Recorded (or already recorded: `duplicate`).", body = UsageResponse),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("bearer" = []), ()),
+)]
 pub async fn record(
     State(app): State<Arc<AppState>>,
     Caller(caller): Caller,
@@ -105,13 +155,41 @@ pub async fn record(
     .into_response())
 }
 
-#[derive(Debug, Serialize)]
+/// A released hold.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ReleaseResponse {
+    /// Always true.
     pub released: bool,
+    /// The amount the hold returned to the budgets.
     #[serde(serialize_with = "decimal_as_string")]
+    #[schema(value_type = Usd)]
     pub amount_usd: Decimal,
 }
 
+/// Release a reservation
+///
+/// Returns a check's hold to the budgets when the call will not happen (or
+/// failed before costing anything). The request counts stay counted. An
+/// unknown, settled or expired reservation, or one for a subject the
+/// caller may not act on, is 404.
+#[utoipa::path(
+    delete,
+    path = "/v1/reservations/{id}",
+    operation_id = "release_reservation",
+    tag = "usage",
+    params(
+        ("id" = String, Path, description = "The `reservation_id` a check returned."),
+        super::openapi::FingerprintHeader,
+    ),
+    responses(
+        (status = 200, description = "Released.", body = ReleaseResponse),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("bearer" = []), ()),
+)]
 pub async fn release(
     State(app): State<Arc<AppState>>,
     Caller(caller): Caller,

@@ -1,33 +1,62 @@
 //! The JSON shapes of limits and budgets, and the IETF RateLimit headers.
 
 use crate::actor::EntityView;
+use crate::http::openapi::SignedUsd;
 use crate::limits::calendar::rfc3339;
-use crate::money::{decimal_as_string, opt_decimal_as_string};
+use crate::limits::entity::WindowName;
+use crate::money::{Usd, decimal_as_string, opt_decimal_as_string};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use rust_decimal::Decimal;
 use serde::Serialize;
+use utoipa::ToSchema;
 
-#[derive(Debug, Serialize)]
+/// One request window of one entity.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LimitJson<'a> {
+    /// The entity, `kind:id`: `user:…`, `org:…`, `ip:…` or `fp:…`.
+    #[schema(value_type = String, example = "user:u_123")]
     pub entity: &'a str,
+    /// Which window.
+    #[schema(value_type = WindowName)]
     pub window: &'static str,
+    /// Requests allowed in the window.
+    #[schema(example = 100)]
     pub limit: u64,
+    /// Requests counted in the window so far.
+    #[schema(example = 2)]
     pub used: u64,
+    /// Requests left in the window.
+    #[schema(example = 98)]
     pub remaining: u64,
+    /// When the window resets (RFC 3339, UTC).
+    #[schema(format = DateTime, example = "2026-11-29T00:00:00Z")]
     pub resets_at: String,
 }
 
-#[derive(Debug, Serialize)]
+/// One entity's monthly budget and spend.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BudgetJson<'a> {
+    /// The entity, `kind:id`.
+    #[schema(value_type = String, example = "user:u_123")]
     pub entity: &'a str,
+    /// The monthly budget; null when the entity has none.
     #[serde(serialize_with = "opt_decimal_as_string")]
+    #[schema(value_type = Option<Usd>, required = true)]
     pub limit_usd: Option<Decimal>,
+    /// Recorded spend this month.
     #[serde(serialize_with = "decimal_as_string")]
+    #[schema(value_type = Usd)]
     pub spent_usd: Decimal,
+    /// Held by unsettled reservations.
     #[serde(serialize_with = "decimal_as_string")]
+    #[schema(value_type = Usd)]
     pub held_usd: Decimal,
+    /// Budget minus spend and holds; null when the entity has no budget.
     #[serde(serialize_with = "opt_decimal_as_string")]
+    #[schema(value_type = Option<SignedUsd>, required = true)]
     pub remaining_usd: Option<Decimal>,
+    /// When the budget period (the calendar month, UTC) ends.
+    #[schema(format = DateTime, example = "2026-12-01T00:00:00Z")]
     pub period_end: String,
 }
 

@@ -8,7 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// One scope, as written in `POST /v1/api-keys`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// Checks and usage for the key's own user only.

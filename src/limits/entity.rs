@@ -10,8 +10,10 @@ use super::window::{DayWindow, MonthWindow};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-/// Which limit a view or refusal is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Which limit a view or refusal is about: the fixed 24 h window, the
+/// calendar month (UTC), or the per-minute burst limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
 pub enum WindowName {
     Day,
     Month,

@@ -13,9 +13,11 @@ pub const MAX_TOKENS: u64 = 100_000_000;
 const PER_MILLION: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
 
 /// One model's prices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Price {
+    /// USD per million input tokens.
     pub input_per_mtok_usd: Usd,
+    /// USD per million output tokens.
     pub output_per_mtok_usd: Usd,
 }
 

@@ -14,14 +14,19 @@ pub const MAX_REQUEST_LIMIT: u64 = 1_000_000_000;
 pub const MAX_RPM: u32 = 1_000_000;
 
 /// One tier's limits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Tier {
+    /// 1-64 characters of `a-z`, `0-9`, `-` and `_`.
+    #[schema(example = "pro")]
     pub name: String,
     /// Requests per fixed 24 h window.
+    #[schema(maximum = 1_000_000_000, example = 100)]
     pub daily_limit: u64,
-    /// Requests per calendar month (UTC); `None` = no monthly cap.
+    /// Requests per calendar month (UTC); null = no monthly cap.
+    #[schema(required = true, maximum = 1_000_000_000, example = 3000)]
     pub monthly_limit: Option<u64>,
-    /// Optional per-minute burst limit (GCRA).
+    /// Optional per-minute burst limit (GCRA); null = none.
+    #[schema(required = true, minimum = 1, maximum = 1_000_000)]
     pub rpm: Option<u32>,
     /// What the tier costs its subscriber; informational.
     pub price_monthly_usd: Usd,

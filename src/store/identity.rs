@@ -19,7 +19,8 @@ pub(super) use rows::{
 };
 
 /// A member's role in their organisation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
 pub enum OrgRole {
     Owner,
     Admin,
@@ -146,7 +147,8 @@ pub struct KeySecret {
 }
 
 /// What the usage summary groups by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
 pub enum SummaryGroup {
     Model,
     /// `model_usage.user_id`; rows charged to no user (guests, organisation
