@@ -10,6 +10,7 @@ use crate::identity::api_keys::{MAX_GRACE_PERIOD_S, NewKey};
 use crate::identity::scope::{Scope, Scopes};
 use crate::identity::{Access, Denied, Principal};
 use crate::limits::calendar::rfc3339;
+use crate::router::peer::Invalidation;
 use crate::store::ApiKeyRecord;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -183,6 +184,11 @@ pub async fn create(
         })
         .await?;
     tracing::info!(key = %record.id, scopes = ?record.scopes, "API key created");
+    app.cluster
+        .broadcast(Invalidation::ApiKey {
+            key_id: record.id.clone(),
+        })
+        .await;
     Ok((StatusCode::CREATED, Json(KeyResponse::new(record, Some(secret)))))
 }
 
@@ -299,6 +305,7 @@ pub async fn rotate(
         .await?
         .ok_or_else(|| ApiError::not_found("not_found", NO_SUCH_KEY))?;
     tracing::info!(key = %id, grace_period_s = body.grace_period_s, "API key rotated");
+    app.cluster.broadcast(Invalidation::ApiKey { key_id: id.clone() }).await;
     Ok(Json(RotateResponse {
         id,
         secret,
@@ -345,5 +352,6 @@ pub async fn revoke(
         return Err(ApiError::not_found("not_found", NO_SUCH_KEY));
     }
     tracing::info!(key = %id, "API key revoked");
+    app.cluster.broadcast(Invalidation::ApiKey { key_id: id.clone() }).await;
     Ok(Json(RevokeResponse { id, revoked: true }))
 }

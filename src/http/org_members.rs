@@ -9,6 +9,7 @@ use super::openapi::{BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge,
 use super::orgs::{no_such_org, refused};
 use crate::entity::EntityKey;
 use crate::identity::{Access, Principal};
+use crate::router::peer::Invalidation;
 use crate::service::tenancy;
 use crate::store::{MemberOutcome, OrgRole};
 use axum::Json;
@@ -111,6 +112,12 @@ pub async fn put_member(
         MemberOutcome::NoSuchOrg => return Err(no_such_org()),
     };
     app.directory.set(&user_id, &org_id, role);
+    app.cluster
+        .broadcast(Invalidation::Membership {
+            user_id: user_id.clone(),
+            org: Some((org_id.clone(), role.as_str().to_string())),
+        })
+        .await;
     tenancy::refresh_user_tier(&app.router, &app.store, &app.directory, &user_id).await?;
     Ok((
         status,
@@ -174,6 +181,12 @@ pub async fn delete_member(
         return Err(ApiError::not_found("not_found", "no such member"));
     }
     app.directory.remove(&user_id);
+    app.cluster
+        .broadcast(Invalidation::Membership {
+            user_id: user_id.clone(),
+            org: None,
+        })
+        .await;
     tenancy::refresh_user_tier(&app.router, &app.store, &app.directory, &user_id).await?;
     Ok(Json(MemberResponse {
         org_id,

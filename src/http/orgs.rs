@@ -10,6 +10,7 @@ use super::openapi::{BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge,
 use crate::entity::EntityKey;
 use crate::identity::{Access, Denied, Principal};
 use crate::limits::calendar::{now_ms, rfc3339};
+use crate::router::peer::Invalidation;
 use crate::service::tenancy;
 use crate::store::{CreateOrgOutcome, Membership, OrgRecord, OrgRole, OrgUpdate};
 use axum::Json;
@@ -200,6 +201,12 @@ pub async fn create(
         }
     }
     app.directory.set(&owner, &org.id, OrgRole::Owner);
+    app.cluster
+        .broadcast(Invalidation::Membership {
+            user_id: owner.clone(),
+            org: Some((org.id.clone(), OrgRole::Owner.as_str().to_string())),
+        })
+        .await;
     tenancy::refresh_user_tier(&app.router, &app.store, &app.directory, &owner).await?;
     let members = vec![Membership {
         org_id: org.id.clone(),

@@ -7,6 +7,7 @@ use crate::cluster::{
     BlockList, ClusterSecret, GossipTuning, Membership, MembershipConfig, NodeId, NodeStatus, PeerFilter,
 };
 use crate::config::ClusterConfig;
+use crate::router::peer::Invalidation;
 use crate::router::peer_handler::PeerHandler;
 use crate::router::{ClusterRouting, LocalEntities, PeerRequest, PeerResponse, Target};
 use std::collections::HashMap;
@@ -181,6 +182,30 @@ impl ClusterNode {
             left = local.resident(),
             "hand-off done"
         );
+    }
+
+    /// Tells every other live node that a cached entry changed in the
+    /// store (best effort: a node that misses it still has the store, and
+    /// reloads everything when it restarts).
+    pub async fn broadcast(&self, invalidation: Invalidation) {
+        let Some(routing) = &self.routing else { return };
+        let view = self.membership.current();
+        let req = PeerRequest::Invalidate(invalidation);
+        let calls = view
+            .nodes
+            .iter()
+            .filter(|n| n.live && n.node_id != view.self_id)
+            .filter_map(|n| Some((n.node_id.clone(), n.rpc_addr?)))
+            .map(|(node, rpc)| {
+                let req = &req;
+                async move { (node, routing.call(rpc, req).await) }
+            });
+        for (node, result) in futures_util::future::join_all(calls).await {
+            if !matches!(result, Ok(PeerResponse::Done)) {
+                metrics::counter!("tollgate_invalidation_failures_total").increment(1);
+                tracing::warn!(%node, ?result, "a peer missed a cache invalidation");
+            }
+        }
     }
 
     /// Cuts this node off from `node_ids` (gossip and RPC both ways as far
