@@ -59,15 +59,24 @@ pub struct NodeView {
     pub generation: u64,
     #[serde(default, deserialize_with = "lenient_u64")]
     pub entities: u64,
+    /// The failure detector's verdict; a dead node may still be listed
+    /// with its last status.
+    #[serde(default = "alive")]
+    pub live: bool,
+}
+
+fn alive() -> bool {
+    true
 }
 
 impl ClusterView {
-    /// Ids of the members this node sees as `ready`, sorted.
+    /// Ids of the members this node sees as live and `ready` (the ones
+    /// that own entities), sorted.
     pub fn ready(&self) -> Vec<String> {
         let mut ids: Vec<String> = self
             .nodes
             .iter()
-            .filter(|n| n.status == "ready")
+            .filter(|n| n.status == "ready" && n.live)
             .map(|n| n.node_id.clone())
             .collect();
         ids.sort();

@@ -11,6 +11,7 @@ use crate::identity::{Access, Principal};
 use crate::limits::pricing::{Price, valid_model_name};
 use crate::limits::tier::Tier;
 use crate::money::Usd;
+use crate::router::peer::Invalidation;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -128,6 +129,7 @@ pub async fn put_tier(
     tier.validate().map_err(|e| ApiError::invalid("tier", e))?;
     app.store.put_tier(&tier).await?;
     app.catalog.put_tier(tier.clone());
+    app.cluster.broadcast(Invalidation::Catalog).await;
     Ok(Json(tier))
 }
 
@@ -351,6 +353,7 @@ pub async fn put_price(
     };
     app.store.put_price(&model, &price).await?;
     app.catalog.put_price(&model, price);
+    app.cluster.broadcast(Invalidation::Catalog).await;
     Ok(Json(PriceResponse { model, price }))
 }
 

@@ -114,6 +114,8 @@ impl Node {
                     cluster: routing.clone(),
                     directory: directory.clone(),
                     keys: keys.clone(),
+                    catalog: catalog.clone(),
+                    store: store.clone(),
                 })
                 .await
                 .map_err(|e| NodeError::Config(e.to_string()))?;

@@ -65,6 +65,8 @@ pub enum Invalidation {
     },
     /// An API key was created, rotated or revoked: reload it.
     ApiKey { key_id: String },
+    /// A tier or a model price changed: reload the catalogue.
+    Catalog,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -4,11 +4,13 @@ use super::cluster::{ClusterRouting, Target};
 use super::flusher::Flusher;
 use super::peer::{Invalidation, PeerRequest, PeerResponse};
 use super::{EntityRouter, LocalEntities};
+use crate::catalog::Catalog;
 use crate::cluster::NodeId;
 use crate::cluster::rpc::Handler;
 use crate::identity::Directory;
 use crate::identity::api_keys::ApiKeys;
 use crate::store::OrgRole;
+use crate::store::Store;
 use std::sync::Arc;
 
 /// How many entities a leaving node's adoption request starts at once.
@@ -22,6 +24,8 @@ pub struct PeerHandler {
     pub cluster: Arc<ClusterRouting>,
     pub directory: Arc<Directory>,
     pub keys: ApiKeys,
+    pub catalog: Arc<Catalog>,
+    pub store: Store,
 }
 
 #[async_trait::async_trait]
@@ -69,6 +73,17 @@ impl Handler<PeerRequest, PeerResponse> for PeerHandler {
                         self.directory.set(&user_id, &org_id, role);
                     }
                     None => self.directory.remove(&user_id),
+                }
+                PeerResponse::Done
+            }
+            PeerRequest::Invalidate(Invalidation::Catalog) => {
+                let tiers = self.store.load_tiers().await.map_err(|e| e.to_string())?;
+                let prices = self.store.load_prices().await.map_err(|e| e.to_string())?;
+                for tier in tiers {
+                    self.catalog.put_tier(tier);
+                }
+                for (model, price) in prices {
+                    self.catalog.put_price(&model, price);
                 }
                 PeerResponse::Done
             }
