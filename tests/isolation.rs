@@ -68,9 +68,14 @@ enum Op {
     RevokeKey,
     SummaryOrg,
     SummaryUser,
+    ListTiers,
+    PutTier,
+    GetPrice,
+    PutPrice,
+    FaultInjection,
 }
 
-const OPS: [Op; 20] = [
+const OPS: [Op; 25] = [
     Op::Check,
     Op::Usage,
     Op::Status,
@@ -91,6 +96,11 @@ const OPS: [Op; 20] = [
     Op::RevokeKey,
     Op::SummaryOrg,
     Op::SummaryUser,
+    Op::ListTiers,
+    Op::PutTier,
+    Op::GetPrice,
+    Op::PutPrice,
+    Op::FaultInjection,
 ];
 
 /// Who may do `op` on tenant A's resources.
@@ -114,7 +124,10 @@ fn allowed_on_a(op: Op, cred: Cred) -> bool {
         | Op::GetKey
         | Op::RotateKey
         | Op::RevokeKey => matches!(cred, Admin | OrgAdminA),
-        Op::SetOrgTier | Op::SetUserTier => cred == Admin,
+        Op::SetOrgTier | Op::SetUserTier | Op::ListTiers | Op::PutTier | Op::GetPrice | Op::PutPrice => cred == Admin,
+        // Only on nodes started with --enable-fault-injection; elsewhere a
+        // 404 for everyone, and never a change.
+        Op::FaultInjection => false,
     }
 }
 
@@ -226,6 +239,17 @@ impl World {
                 let id = self.fresh_key(t, is_ghost).await;
                 delete(format!("/v1/api-keys/{id}"))
             }
+            Op::ListTiers => get("/v1/tiers".into()),
+            Op::PutTier => put(
+                "/v1/tiers/enterprise".into(),
+                json!({"daily_limit": 1000, "monthly_limit": 100000, "price_monthly_usd": "99.99"}),
+            ),
+            Op::GetPrice => get("/v1/prices/m".into()),
+            Op::PutPrice => put(
+                "/v1/prices/m".into(),
+                json!({"input_per_mtok_usd": "1", "output_per_mtok_usd": "2"}),
+            ),
+            Op::FaultInjection => put("/v1/cluster/faults".into(), json!({"isolate_from": [org]})),
             Op::SummaryOrg => get(format!(
                 "/v1/usage/summary?org_id={org}&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z"
             )),
@@ -275,6 +299,13 @@ impl World {
 
 async fn setup(db: &TestDb) -> World {
     let n = TestNode::start_with_jwt(db).await;
+    let r = n
+        .put(
+            "/v1/prices/m",
+            json!({"input_per_mtok_usd": "1", "output_per_mtok_usd": "2"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
     let mut tenants = Vec::new();
     for name in ["a", "b"] {
         let owner = format!("{name}-owner");

@@ -7,7 +7,7 @@
 use super::key_ring::{KeyGrant, KeyRing, SecretHash};
 use super::scope::Scopes;
 use crate::limits::calendar::now_ms;
-use crate::store::{ApiKeyRecord, Store, StoreError};
+use crate::store::{ApiKeyRecord, KeySecret, Store, StoreError};
 use base64::Engine;
 use rand::RngCore;
 use std::sync::Arc;
@@ -52,14 +52,7 @@ impl ApiKeys {
     pub async fn load(store: Store) -> Result<ApiKeys, StoreError> {
         let ring = Arc::new(KeyRing::default());
         for (record, secrets) in store.load_api_keys(now_ms()).await? {
-            let grant = Arc::new(grant_of(&record)?);
-            for secret in secrets {
-                let hash = SecretHash::from_hex(&secret.secret_hash).ok_or_else(|| StoreError::Corrupt {
-                    column: "api_key_secrets.secret_hash",
-                    value: secret.secret_hash.clone(),
-                })?;
-                ring.insert(grant.clone(), hash, secret.expires_at_ms);
-            }
+            insert_key(&ring, &record, secrets)?;
         }
         Ok(ApiKeys { store, ring })
     }
@@ -115,16 +108,8 @@ impl ApiKeys {
     pub async fn reload(&self, id: &str) -> Result<(), StoreError> {
         self.ring.revoke(id);
         for (record, secrets) in self.store.load_api_keys(now_ms()).await? {
-            if record.id != id {
-                continue;
-            }
-            let grant = Arc::new(grant_of(&record)?);
-            for secret in secrets {
-                let hash = SecretHash::from_hex(&secret.secret_hash).ok_or_else(|| StoreError::Corrupt {
-                    column: "api_key_secrets.secret_hash",
-                    value: secret.secret_hash.clone(),
-                })?;
-                self.ring.insert(grant.clone(), hash, secret.expires_at_ms);
+            if record.id == id {
+                insert_key(&self.ring, &record, secrets)?;
             }
         }
         Ok(())
@@ -173,6 +158,19 @@ impl ApiKeys {
             }
         })
     }
+}
+
+/// Puts a stored key and its live secrets into the ring.
+fn insert_key(ring: &KeyRing, record: &ApiKeyRecord, secrets: Vec<KeySecret>) -> Result<(), StoreError> {
+    let grant = Arc::new(grant_of(record)?);
+    for secret in secrets {
+        let hash = SecretHash::from_hex(&secret.secret_hash).ok_or_else(|| StoreError::Corrupt {
+            column: "api_key_secrets.secret_hash",
+            value: secret.secret_hash.clone(),
+        })?;
+        ring.insert(grant.clone(), hash, secret.expires_at_ms);
+    }
+    Ok(())
 }
 
 fn grant_of(record: &ApiKeyRecord) -> Result<KeyGrant, StoreError> {
