@@ -76,7 +76,7 @@ const MAX_BATCH: usize = 512;
 /// The writer half of a connection, shared by client and server: drains
 /// `rx` and writes each frame, **coalescing**: after the first frame it keeps
 /// feeding whatever is already queued (up to [`MAX_BATCH`] frames or the
-/// 64 KiB buffer), yields once to let runnable producers add theirs, and
+/// 64 KiB buffer), under load yields once to let runnable producers add theirs, and
 /// flushes once the queue is momentarily empty, so many
 /// concurrent calls leave in a few `write` syscalls. Returns when every
 /// sender is gone (after flushing and shutting the write side down) or on
@@ -87,19 +87,23 @@ where
 {
     let mut sink = FramedWrite::new(io, codec());
     sink.set_backpressure_boundary(64 * 1024);
+    // Whether the last batch had company: only then is waiting one
+    // scheduler pass for more frames worth it. A lone call (light load)
+    // goes out at once instead of queueing behind every runnable task.
+    let mut busy = false;
     while let Some(frame) = rx.recv().await {
         sink.feed(frame).await?;
         let mut batch = 1;
-        let mut yielded = false;
+        let mut yielded = !busy;
         while batch < MAX_BATCH {
             match rx.try_recv() {
                 Ok(frame) => {
                     sink.feed(frame).await?;
                     batch += 1;
                 }
-                // Queue momentarily empty: give the producers that are
-                // already runnable one scheduler pass to add their frames
-                // (costs ~nothing when nobody else is runnable), then flush.
+                // Queue momentarily empty: under load, give the producers
+                // that are already runnable one scheduler pass to add their
+                // frames, then flush.
                 Err(_) if !yielded => {
                     yielded = true;
                     tokio::task::yield_now().await;
@@ -107,6 +111,7 @@ where
                 Err(_) => break,
             }
         }
+        busy = batch > 1;
         SinkExt::<Bytes>::flush(&mut sink).await?;
         flushes.fetch_add(1, Ordering::Relaxed);
     }
