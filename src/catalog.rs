@@ -59,6 +59,26 @@ impl Catalog {
         self.tier_version.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Re-reads every tier and price from the store (another node changed
+    /// one). Tiers and prices are never deleted, so upserting is enough.
+    pub async fn reload(&self, store: &crate::store::Store) -> Result<(), crate::store::StoreError> {
+        let tiers = store.load_tiers().await?;
+        let prices = store.load_prices().await?;
+        let changed = {
+            let current = self.tiers.read();
+            tiers.iter().any(|t| current.get(&t.name).is_none_or(|c| **c != *t))
+        };
+        if changed {
+            for tier in tiers {
+                self.put_tier(tier);
+            }
+        }
+        for (model, price) in prices {
+            self.put_price(&model, price);
+        }
+        Ok(())
+    }
+
     pub fn tiers(&self) -> Vec<Arc<Tier>> {
         let mut all: Vec<_> = self.tiers.read().values().cloned().collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));

@@ -433,3 +433,34 @@ async fn usage_summary_is_exact_and_scoped(backend: Backend) {
     n.stop().await;
 }
 on_both_backends!(usage_summary_is_exact_and_scoped);
+
+/// A node that missed a change (another node made it) catches up when it
+/// reloads from the store: what a cluster node does every 30 s.
+async fn a_node_that_missed_a_change_catches_up(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let a = TestNode::start_with_jwt(&db).await;
+    let b = TestNode::start_with_jwt(&db).await;
+    let (id, secret) = create_key(&a, ADMIN, json!({"name": "k", "scopes": ["service"]})).await;
+    let check = json!({"user_id": "u"});
+    assert_eq!(b.post("/v1/check", Some(&secret), check.clone()).await.status, 401);
+    b.state.keys.reload_all().await.expect("reload");
+    assert_eq!(b.post("/v1/check", Some(&secret), check.clone()).await.status, 200);
+    // Revoked on A: B stops accepting it once it reloads, and reloading
+    // never leaves a live key briefly unknown.
+    assert_eq!(a.delete(&format!("/v1/api-keys/{id}"), Some(ADMIN)).await.status, 200);
+    b.state.keys.reload_all().await.expect("reload");
+    assert_eq!(b.post("/v1/check", Some(&secret), check).await.status, 401);
+    // Memberships too.
+    let org = create_org(&a, "catch-up-owner", "pro").await;
+    assert_eq!(b.state.directory.org_of("catch-up-owner"), None);
+    b.state
+        .directory
+        .replace_all(b.state.store.load_memberships().await.expect("memberships"));
+    assert_eq!(
+        b.state.directory.org_of("catch-up-owner").as_deref(),
+        Some(org.as_str())
+    );
+    a.stop().await;
+    b.stop().await;
+}
+on_both_backends!(a_node_that_missed_a_change_catches_up);

@@ -51,9 +51,11 @@ impl ApiKeys {
     /// Loads every live key into a new ring.
     pub async fn load(store: Store) -> Result<ApiKeys, StoreError> {
         let ring = Arc::new(KeyRing::default());
+        let mut keys = Vec::new();
         for (record, secrets) in store.load_api_keys(now_ms()).await? {
-            insert_key(&ring, &record, secrets)?;
+            keys.push(ring_entry(&record, secrets)?);
         }
+        ring.replace_all(keys);
         Ok(ApiKeys { store, ring })
     }
 
@@ -106,13 +108,28 @@ impl ApiKeys {
 
     /// Re-reads one key from the store (another node changed it).
     pub async fn reload(&self, id: &str) -> Result<(), StoreError> {
-        self.ring.revoke(id);
+        let mut found = None;
         for (record, secrets) in self.store.load_api_keys(now_ms()).await? {
             if record.id == id {
-                insert_key(&self.ring, &record, secrets)?;
+                found = Some(ring_entry(&record, secrets)?);
             }
         }
+        self.ring.replace_key(id, found);
         Ok(())
+    }
+
+    /// Re-reads every key from the store (a periodic reconciliation in a
+    /// cluster, for changes this node missed). Pending last-use marks are
+    /// written first.
+    pub async fn reload_all(&self) -> Result<usize, StoreError> {
+        self.write_last_used().await?;
+        let mut keys = Vec::new();
+        for (record, secrets) in self.store.load_api_keys(now_ms()).await? {
+            keys.push(ring_entry(&record, secrets)?);
+        }
+        let n = keys.len();
+        self.ring.replace_all(keys);
+        Ok(n)
     }
 
     /// The key's record, with this node's knowledge of its last use.
@@ -160,17 +177,23 @@ impl ApiKeys {
     }
 }
 
-/// Puts a stored key and its live secrets into the ring.
-fn insert_key(ring: &KeyRing, record: &ApiKeyRecord, secrets: Vec<KeySecret>) -> Result<(), StoreError> {
+/// A ring entry: a stored key and its live secrets.
+type RingEntry = (Arc<KeyGrant>, Vec<(SecretHash, Option<i64>)>);
+
+fn ring_entry(record: &ApiKeyRecord, secrets: Vec<KeySecret>) -> Result<RingEntry, StoreError> {
     let grant = Arc::new(grant_of(record)?);
-    for secret in secrets {
-        let hash = SecretHash::from_hex(&secret.secret_hash).ok_or_else(|| StoreError::Corrupt {
-            column: "api_key_secrets.secret_hash",
-            value: secret.secret_hash.clone(),
-        })?;
-        ring.insert(grant.clone(), hash, secret.expires_at_ms);
-    }
-    Ok(())
+    let secrets = secrets
+        .into_iter()
+        .map(|secret| {
+            SecretHash::from_hex(&secret.secret_hash)
+                .map(|hash| (hash, secret.expires_at_ms))
+                .ok_or_else(|| StoreError::Corrupt {
+                    column: "api_key_secrets.secret_hash",
+                    value: secret.secret_hash.clone(),
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((grant, secrets))
 }
 
 fn grant_of(record: &ApiKeyRecord) -> Result<KeyGrant, StoreError> {

@@ -64,6 +64,13 @@ impl Directory {
         );
     }
 
+    /// Replaces every membership at once (a reconciliation with the store).
+    pub fn replace_all(&self, memberships: Vec<Membership>) {
+        let fresh = Directory::new(memberships);
+        let map = std::mem::take(&mut *fresh.members.write());
+        *self.members.write() = map;
+    }
+
     pub fn remove(&self, user_id: &str) {
         self.members.write().remove(user_id);
     }

@@ -159,6 +159,44 @@ impl KeyRing {
         true
     }
 
+    /// Replaces one key's secrets (`None`: the key is gone) in one step, so
+    /// no request sees the key missing while it is reloaded.
+    pub fn replace_key(&self, id: &str, key: Option<(Arc<KeyGrant>, Vec<(SecretHash, Option<i64>)>)>) {
+        let mut inner = self.inner.write();
+        inner.by_id.remove(id);
+        inner.by_hash.retain(|_, slot| *slot.grant.id != *id);
+        if let Some((grant, secrets)) = key {
+            inner.by_id.insert(grant.id.clone(), grant.clone());
+            for (hash, expires_at_ms) in secrets {
+                inner.by_hash.insert(
+                    hash,
+                    Slot {
+                        grant: grant.clone(),
+                        expires_at_ms,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Replaces every key at once (a reconciliation with the store).
+    pub fn replace_all(&self, keys: Vec<(Arc<KeyGrant>, Vec<(SecretHash, Option<i64>)>)>) {
+        let mut fresh = Inner::default();
+        for (grant, secrets) in keys {
+            fresh.by_id.insert(grant.id.clone(), grant.clone());
+            for (hash, expires_at_ms) in secrets {
+                fresh.by_hash.insert(
+                    hash,
+                    Slot {
+                        grant: grant.clone(),
+                        expires_at_ms,
+                    },
+                );
+            }
+        }
+        *self.inner.write() = fresh;
+    }
+
     /// Forgets a key and all its secrets at once.
     pub fn revoke(&self, id: &str) -> bool {
         let mut inner = self.inner.write();
@@ -247,6 +285,20 @@ mod tests {
         ring.purge_expired(10_000);
         assert!(ring.lookup("new", 8_000).is_none());
         assert!(ring.lookup("newer", 10_000).is_some());
+    }
+
+    #[test]
+    fn replacing_a_key_swaps_its_secrets_in_one_step() {
+        let ring = KeyRing::default();
+        ring.insert(grant("k1"), SecretHash::of("a"), None);
+        ring.replace_key("k1", Some((grant("k1"), vec![(SecretHash::of("b"), None)])));
+        assert!(ring.lookup("a", 0).is_none());
+        assert!(ring.lookup("b", 0).is_some());
+        ring.replace_all(vec![(grant("k2"), vec![(SecretHash::of("c"), Some(10))])]);
+        assert!(ring.lookup("b", 0).is_none());
+        assert!(ring.lookup("c", 5).is_some());
+        ring.replace_key("k2", None);
+        assert!(ring.is_empty());
     }
 
     #[test]

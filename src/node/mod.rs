@@ -2,6 +2,7 @@
 //! flusher, the ledger and the HTTP API, started and stopped together.
 
 mod cluster;
+mod reconcile;
 
 pub use cluster::ClusterNode;
 
@@ -131,6 +132,15 @@ impl Node {
             keys.clone().spawn_last_used_writer(KEY_USE_WRITE_INTERVAL),
         ];
         tasks.extend(cluster.spawn_entity_count(local.clone()));
+        if cluster.routing.is_some() {
+            let caches = reconcile::Caches {
+                store: store.clone(),
+                directory: directory.clone(),
+                keys: keys.clone(),
+                catalog: catalog.clone(),
+            };
+            tasks.push(caches.spawn(reconcile::RECONCILE_EVERY));
+        }
         let ledger_concurrency = if matches!(store, Store::Postgres(_)) { 4 } else { 1 };
         let state = Arc::new(AppState {
             router,

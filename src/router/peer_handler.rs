@@ -77,14 +77,7 @@ impl Handler<PeerRequest, PeerResponse> for PeerHandler {
                 PeerResponse::Done
             }
             PeerRequest::Invalidate(Invalidation::Catalog) => {
-                let tiers = self.store.load_tiers().await.map_err(|e| e.to_string())?;
-                let prices = self.store.load_prices().await.map_err(|e| e.to_string())?;
-                for tier in tiers {
-                    self.catalog.put_tier(tier);
-                }
-                for (model, price) in prices {
-                    self.catalog.put_price(&model, price);
-                }
+                self.catalog.reload(&self.store).await.map_err(|e| e.to_string())?;
                 PeerResponse::Done
             }
             PeerRequest::Invalidate(Invalidation::ApiKey { key_id }) => {
