@@ -4,7 +4,7 @@
 //! A secret is `tg_` followed by 32 random bytes in base64url; it is shown
 //! once, when created or rotated, and only its SHA-256 is stored.
 
-use super::key_ring::{KeyGrant, KeyRing, SecretHash};
+use super::key_ring::{KeyEntry, KeyGrant, KeyRing, SecretHash};
 use super::scope::Scopes;
 use crate::limits::calendar::now_ms;
 use crate::store::{ApiKeyRecord, KeySecret, Store, StoreError};
@@ -177,10 +177,8 @@ impl ApiKeys {
     }
 }
 
-/// A ring entry: a stored key and its live secrets.
-type RingEntry = (Arc<KeyGrant>, Vec<(SecretHash, Option<i64>)>);
-
-fn ring_entry(record: &ApiKeyRecord, secrets: Vec<KeySecret>) -> Result<RingEntry, StoreError> {
+/// A stored key and its live secrets, as the ring holds them.
+fn ring_entry(record: &ApiKeyRecord, secrets: Vec<KeySecret>) -> Result<KeyEntry, StoreError> {
     let grant = Arc::new(grant_of(record)?);
     let secrets = secrets
         .into_iter()

@@ -92,6 +92,9 @@ impl KeyGrant {
     }
 }
 
+/// A key with each of its live secrets and when that secret expires.
+pub type KeyEntry = (Arc<KeyGrant>, Vec<(SecretHash, Option<i64>)>);
+
 #[derive(Debug)]
 struct Slot {
     grant: Arc<KeyGrant>,
@@ -161,7 +164,7 @@ impl KeyRing {
 
     /// Replaces one key's secrets (`None`: the key is gone) in one step, so
     /// no request sees the key missing while it is reloaded.
-    pub fn replace_key(&self, id: &str, key: Option<(Arc<KeyGrant>, Vec<(SecretHash, Option<i64>)>)>) {
+    pub fn replace_key(&self, id: &str, key: Option<KeyEntry>) {
         let mut inner = self.inner.write();
         inner.by_id.remove(id);
         inner.by_hash.retain(|_, slot| *slot.grant.id != *id);
@@ -180,7 +183,7 @@ impl KeyRing {
     }
 
     /// Replaces every key at once (a reconciliation with the store).
-    pub fn replace_all(&self, keys: Vec<(Arc<KeyGrant>, Vec<(SecretHash, Option<i64>)>)>) {
+    pub fn replace_all(&self, keys: Vec<KeyEntry>) {
         let mut fresh = Inner::default();
         for (grant, secrets) in keys {
             fresh.by_id.insert(grant.id.clone(), grant.clone());
