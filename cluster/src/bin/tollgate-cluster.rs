@@ -156,8 +156,13 @@ async fn up(binary: PathBuf, args: UpArgs) -> anyhow::Result<ExitCode> {
     if let Some(first) = cluster.spec(0) {
         println!("try:  curl -s http://{}/v1/cluster", first.http);
     }
-    println!("Ctrl-C stops every node gracefully.");
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    println!("Ctrl-C (or SIGTERM) stops every node gracefully.");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
     let mut clean = true;
     for (id, status) in cluster.shutdown().await {
         match status {
