@@ -157,8 +157,8 @@ async fn up(binary: PathBuf, args: UpArgs) -> anyhow::Result<ExitCode> {
         println!("try:  curl -s http://{}/v1/cluster", first.http);
     }
     println!("Ctrl-C (or SIGTERM) stops every node gracefully.");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("listening for SIGTERM")?;
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("listening for SIGTERM")?;
     tokio::select! {
         result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
         _ = term.recv() => {}
