@@ -107,9 +107,9 @@ const OPS: [Op; 25] = [
 fn allowed_on_a(op: Op, cred: Cred) -> bool {
     use Cred::*;
     match op {
-        Op::Check | Op::Usage | Op::Status | Op::ReleaseReservation => {
-            matches!(cred, Admin | ServiceA | UserAJwt | UserAKey)
-        }
+        Op::Check | Op::Status => matches!(cred, Admin | ServiceA | UserAJwt | UserAKey),
+        // Money is written by the backend that made the model call only.
+        Op::Usage | Op::ReleaseReservation => matches!(cred, Admin | ServiceA),
         Op::GetOrg | Op::SummaryOrg | Op::SummaryUser => {
             matches!(cred, Admin | OrgAdminA | ServiceA | UserAJwt | UserAKey)
         }

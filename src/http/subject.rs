@@ -112,12 +112,20 @@ pub fn resolve(
     }
 }
 
-/// May `caller` act on every one of `entities`? (For reservation ids,
-/// which carry their entities.)
+/// Refuses callers that may not write money (record usage, settle or
+/// release a reservation): guests 401, end users 403.
+pub fn may_write_money(caller: &Principal, directory: &Directory) -> Result<(), ApiError> {
+    Access::new(caller, directory).may_write_money().map_err(|denied| {
+        ApiError::denied(
+            denied,
+            "not found",
+            "recording usage needs a service credential in Authorization",
+        )
+    })
+}
+
+/// May `caller` settle or release holds on every one of `entities`? (For
+/// reservation ids, which carry their entities.)
 pub fn may_act_on(caller: &Principal, directory: &Directory, entities: &[EntityKey]) -> bool {
-    let own_guest = match caller {
-        Principal::Guest(g) => g.entities(),
-        _ => Vec::new(),
-    };
-    Access::new(caller, directory).may_act_on(entities, &own_guest)
+    Access::new(caller, directory).may_act_on(entities)
 }

@@ -76,7 +76,8 @@ pub struct UsageResponse<'a> {
 ///
 /// Records what a call cost, charging the subject's budgets (a user and
 /// their organisation, or a guest), and settles the reservation if one is
-/// named. Answered only once the event is durable in the ledger; retrying
+/// named. Service credentials only (the backend that made the model call):
+/// a guest gets 401, an end user's own credential 403. Answered only once the event is durable in the ledger; retrying
 /// with the same `event_id` is safe. Usage is recorded even past a budget:
 /// the call has already happened.
 #[utoipa::path(
@@ -85,7 +86,6 @@ pub struct UsageResponse<'a> {
     operation_id = "record_usage",
     tag = "usage",
     request_body = UsageRequest,
-    params(super::openapi::FingerprintHeader),
     responses(
         (status = 200, description = "Recorded (or already recorded: `duplicate`).", body = UsageResponse),
         (status = 400, response = super::openapi::BadRequest),
@@ -95,13 +95,14 @@ pub struct UsageResponse<'a> {
         (status = 413, response = super::openapi::PayloadTooLarge),
         (status = 503, response = super::openapi::Unavailable),
     ),
-    security(("bearer" = []), ()),
+    security(("bearer" = [])),
 )]
 pub async fn record(
     State(app): State<Arc<AppState>>,
     Caller(caller): Caller,
     ApiJson(req): ApiJson<UsageRequest>,
 ) -> Result<Response, ApiError> {
+    subject::may_write_money(&caller, &app.directory)?;
     let subject = subject::resolve(&caller, &app.directory, req.user_id.as_deref(), req.guest.as_ref())?;
     if !valid_model_name(&req.model) {
         return Err(ApiError::invalid(
@@ -169,7 +170,8 @@ pub struct ReleaseResponse {
 /// Release a reservation
 ///
 /// Returns a check's hold to the budgets when the call will not happen (or
-/// failed before costing anything). The request counts stay counted. An
+/// failed before costing anything). The request counts stay counted.
+/// Service credentials only (a guest gets 401, an end user 403). An
 /// unknown, settled or expired reservation, or one for a subject the
 /// caller may not act on, is 404.
 #[utoipa::path(
@@ -179,16 +181,16 @@ pub struct ReleaseResponse {
     tag = "usage",
     params(
         ("id" = String, Path, description = "The `reservation_id` a check returned."),
-        super::openapi::FingerprintHeader,
     ),
     responses(
         (status = 200, description = "Released.", body = ReleaseResponse),
         (status = 400, response = super::openapi::BadRequest),
         (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
         (status = 404, response = super::openapi::NotFound),
         (status = 503, response = super::openapi::Unavailable),
     ),
-    security(("bearer" = []), ()),
+    security(("bearer" = [])),
 )]
 pub async fn release(
     State(app): State<Arc<AppState>>,
@@ -201,6 +203,7 @@ pub async fn release(
             "no such reservation (or it was settled or expired)",
         )
     };
+    subject::may_write_money(&caller, &app.directory)?;
     let reservation = ReservationId::parse(&id).ok_or_else(not_found)?;
     // A caller that may not act on the reservation's entities learns
     // nothing about it, not even that it exists.

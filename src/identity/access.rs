@@ -119,31 +119,37 @@ impl<'a> Access<'a> {
         }
     }
 
-    /// May the caller release or settle a hold on all of `entities`?
-    /// (Reservation ids name their entities.)
-    pub fn may_act_on(&self, entities: &[EntityKey], own_guest: &[EntityKey]) -> bool {
-        entities.iter().all(|key| match key.kind() {
-            EntityKind::User => self.subject(Named::User(key.id())).is_ok(),
-            EntityKind::Org => self.may_spend_for_org(key.id()),
-            EntityKind::Ip | EntityKind::Fingerprint => match self.principal {
-                Principal::Guest(_) => own_guest.contains(key),
-                _ => self.subject(Named::Guest).is_ok(),
-            },
-        })
+    /// Recording usage, settling a reservation and releasing one write
+    /// money: they say what a model call really cost, which only the
+    /// backend that made the call knows. So only a service credential (the
+    /// admin token, a `service` key, a service JWT) may; a guest is asked
+    /// to authenticate (401) and an end user's own credential is refused
+    /// (403), even for itself: otherwise a user could record a $0 call, or
+    /// release the hold of a call that is still running and spend it again.
+    pub fn may_write_money(&self) -> Result<(), Denied> {
+        match self.principal {
+            Principal::Guest(_) => Err(Denied::Unauthenticated),
+            _ if self.principal.service_reach().is_some() => Ok(()),
+            _ => Err(Denied::Forbidden(
+                "only a service credential records usage or settles and releases reservations",
+            )),
+        }
     }
 
-    /// An org's hold may be touched by whoever may act for one of its
-    /// members: admins, unbound service keys, the org's service keys, and
-    /// its members acting as themselves.
-    fn may_spend_for_org(&self, org_id: &str) -> bool {
-        match self.principal.service_reach() {
-            Some(None) => true,
-            Some(Some(org)) => &**org == org_id,
-            None => self
-                .principal
-                .own_user()
-                .is_some_and(|user| self.directory.is_member(user, org_id)),
-        }
+    /// May the caller settle or release a hold on all of `entities`?
+    /// (Reservation ids name their entities.) Only service credentials,
+    /// within their reach: an organisation's service key touches only its
+    /// members' and its own holds.
+    pub fn may_act_on(&self, entities: &[EntityKey]) -> bool {
+        let Some(reach) = self.principal.service_reach() else {
+            return false;
+        };
+        entities.iter().all(|key| match (key.kind(), reach) {
+            (_, None) => true,
+            (EntityKind::User, Some(org)) => self.directory.is_member(key.id(), org),
+            (EntityKind::Org, Some(org)) => &**org == key.id(),
+            (EntityKind::Ip | EntityKind::Fingerprint, Some(_)) => false,
+        })
     }
 
     /// May the caller see the organisation at all? (Members and the org's

@@ -97,6 +97,12 @@ impl TestDb {
             }
             Backend::Postgres => {
                 let Ok(base) = std::env::var("TOLLGATE_TEST_DATABASE_URL") else {
+                    // CI always sets it: there a missing database is a
+                    // failure, never a silent skip.
+                    assert!(
+                        std::env::var("CI").is_err(),
+                        "CI is set but TOLLGATE_TEST_DATABASE_URL is not: the Postgres tests cannot run"
+                    );
                     eprintln!("TOLLGATE_TEST_DATABASE_URL unset: skipping Postgres");
                     return None;
                 };

@@ -58,7 +58,7 @@ const EXPECTED: &[(&str, &str)] = &[
 ];
 
 /// Routes a guest (no credential) may call.
-const GUEST_ROUTES: &[&str] = &["/v1/check", "/v1/usage", "/v1/reservations/{id}", "/v1/status"];
+const GUEST_ROUTES: &[&str] = &["/v1/check", "/v1/status"];
 /// Public routes: no security at all.
 const PUBLIC_ROUTES: &[&str] = &[
     "/healthz",

@@ -40,6 +40,11 @@ impl Env {
                 server_url,
             }),
             _ => {
+                // CI always sets it: there, a skip would hide a failure.
+                assert!(
+                    std::env::var("CI").is_err(),
+                    "CI is set but {TEST_DATABASE_ENV} is not: the cluster scenarios cannot run"
+                );
                 eprintln!("{TEST_DATABASE_ENV} unset: skipping the cluster scenarios (they need Postgres)");
                 None
             }
