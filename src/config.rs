@@ -53,6 +53,18 @@ pub struct ServeConfig {
     #[arg(long, env = "TOLLGATE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpNet>,
 
+    /// IPv6 guests are keyed by this prefix of their address (one
+    /// subscriber normally holds a whole /64); 128 keys every address
+    /// apart. IPv4 guests are always one address.
+    #[arg(long, env = "TOLLGATE_GUEST_IPV6_PREFIX", default_value_t = crate::identity::guest::DEFAULT_IPV6_PREFIX, value_parser = clap::value_parser!(u8).range(32..=128))]
+    pub guest_ipv6_prefix: u8,
+
+    /// Most entities a guest (a caller without credentials) may bring into
+    /// memory per second, per client IP (or IPv6 network); beyond it
+    /// they get 429. Counted where the request arrives.
+    #[arg(long, env = "TOLLGATE_MAX_NEW_ENTITIES_PER_IP", default_value_t = crate::limits::new_entities::DEFAULT_PER_SECOND, value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    pub max_new_entities_per_ip: u32,
+
     #[command(flatten)]
     pub jwt: JwtConfig,
 
@@ -156,6 +168,8 @@ impl ServeConfig {
             max_entities: 1_000_000,
             hold_ttl_s: 900,
             trusted_proxies: Vec::new(),
+            guest_ipv6_prefix: crate::identity::guest::DEFAULT_IPV6_PREFIX,
+            max_new_entities_per_ip: crate::limits::new_entities::DEFAULT_PER_SECOND,
             jwt: JwtConfig::disabled(),
             cluster: ClusterConfig::default(),
         }

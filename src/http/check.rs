@@ -156,7 +156,13 @@ pub async fn check(
     Caller(caller): Caller,
     ApiJson(req): ApiJson<CheckRequest>,
 ) -> Result<Response, ApiError> {
-    let subject = subject::resolve(&caller, &app.directory, req.user_id.as_deref(), req.guest.as_ref())?;
+    let subject = subject::resolve(
+        &caller,
+        &app.directory,
+        req.user_id.as_deref(),
+        req.guest.as_ref(),
+        app.auth.guest_ipv6_prefix,
+    )?;
     let requests = req.requests.unwrap_or(1);
     if !(1..=MAX_REQUESTS).contains(&requests) {
         return Err(ApiError::invalid(

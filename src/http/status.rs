@@ -78,7 +78,13 @@ pub async fn status(
         }
         (None, None) => None,
     };
-    let subject = subject::resolve(&caller, &app.directory, q.user_id.as_deref(), guest.as_ref())?;
+    let subject = subject::resolve(
+        &caller,
+        &app.directory,
+        q.user_id.as_deref(),
+        guest.as_ref(),
+        app.auth.guest_ipv6_prefix,
+    )?;
     let mut found = Vec::with_capacity(subject.entities.len());
     for key in &subject.entities {
         found.push(app.router.view(key).await?);

@@ -102,7 +102,13 @@ pub async fn record(
     Caller(caller): Caller,
     ApiJson(req): ApiJson<UsageRequest>,
 ) -> Result<Response, ApiError> {
-    let subject = subject::resolve(&caller, &app.directory, req.user_id.as_deref(), req.guest.as_ref())?;
+    let subject = subject::resolve(
+        &caller,
+        &app.directory,
+        req.user_id.as_deref(),
+        req.guest.as_ref(),
+        app.auth.guest_ipv6_prefix,
+    )?;
     if !valid_model_name(&req.model) {
         return Err(ApiError::invalid(
             "model",

@@ -97,7 +97,8 @@ impl Node {
             flusher: flusher.clone(),
             takeover: cluster.routing.clone().map(|r| r as Arc<dyn Takeover>),
         };
-        let local = Arc::new(LocalEntities::new(supervisor.get_cell(), deps));
+        let max_entities = usize::try_from(config.max_entities).unwrap_or(usize::MAX);
+        let local = Arc::new(LocalEntities::new(supervisor.get_cell(), deps, max_entities));
         let router = match &cluster.routing {
             Some(routing) => EntityRouter::clustered(local.clone(), routing.clone()),
             None => EntityRouter::new(local.clone()),
@@ -123,7 +124,7 @@ impl Node {
         }
         let policy = PassivationPolicy {
             idle_timeout: config.idle_timeout(),
-            max_entities: usize::try_from(config.max_entities).unwrap_or(usize::MAX),
+            max_entities,
             sweep_every: (config.idle_timeout() / 10).clamp(Duration::from_millis(200), Duration::from_secs(10)),
         };
         let mut tasks = vec![
@@ -153,6 +154,7 @@ impl Node {
                 keys: keys.ring().clone(),
                 jwt,
                 trusted_proxies: config.trusted_proxies.clone(),
+                guest_ipv6_prefix: config.guest_ipv6_prefix,
             },
             directory,
             keys,
