@@ -6,6 +6,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, Caller};
 use super::subject::{self, GuestRef};
 use super::views::{self, BudgetJson, LimitJson};
+use crate::identity::Principal;
 use crate::limits::calendar::now_ms;
 use crate::limits::entity::{Refusal, WindowName};
 use crate::limits::pricing::MAX_TOKENS;
@@ -136,7 +137,9 @@ pub struct CheckResponse<'a> {
                 ("RateLimit-Policy" = String, description = "Every window: `\"user-day\";q=100;w=86400, …`"),
                 ("RateLimit" = String, description = "The window closest to exhaustion: `\"user-day\";r=98;t=86395`"),
             )),
-        (status = 429, description = "Refused (`rate_limited` or `budget_exceeded`); nothing was counted.",
+        (status = 429, description = "Refused (`rate_limited` or `budget_exceeded`); nothing was counted. \
+            A guest bringing more than `--max-new-entities-per-ip` new entities into memory in one second \
+            is refused with an error body (`rate_limited`) and `Retry-After`.",
             body = CheckResponse, headers(
                 ("Retry-After" = i64, description = "Seconds until the refusing window resets."),
                 ("RateLimit-Policy" = String, description = "Every window."),
@@ -174,6 +177,15 @@ pub async fn check(
         None => None,
         Some(e) => Some(estimate_cost(&app, req.model.as_deref(), e)?),
     };
+    if estimate.is_some() && matches!(caller, Principal::Guest(_)) {
+        // A hold keeps its entity resident until it is settled or expires,
+        // and only a service credential may settle: a guest's estimate
+        // would pin memory nobody can free.
+        return Err(ApiError::forbidden(
+            "estimate: a guest cannot reserve budget; send the check with a user or service credential",
+        ));
+    }
+    subject::bound_new_entities(&app, &caller, &subject)?;
     let now = now_ms();
     let plan = CheckPlan {
         entities: subject.entities,

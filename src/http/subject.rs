@@ -1,5 +1,6 @@
 //! Whose limits a request is about, and whether the caller may say so.
 
+use super::AppState;
 use super::error::ApiError;
 use crate::entity::{EntityKey, EntityKind, KeyError};
 use crate::identity::access::{Acting, Named};
@@ -121,6 +122,27 @@ pub fn resolve(
         (Acting::SelfGuest, _, Principal::Guest(g)) => Ok(Subject::guest(g)),
         _ => Err(ApiError::invalid("guest", "a guest must be named by ip")),
     }
+}
+
+/// Bounds what a guest's request may bring into memory: each entity of
+/// `subject` not yet resident counts against the guest's IP for this
+/// second (`--max-new-entities-per-ip`); beyond it, 429 `rate_limited`
+/// with `Retry-After`. Credentialed callers pass (see
+/// [`crate::service::new_entities`]).
+pub fn bound_new_entities(app: &AppState, caller: &Principal, subject: &Subject) -> Result<(), ApiError> {
+    let Principal::Guest(guest) = caller else {
+        return Ok(());
+    };
+    let now = crate::limits::calendar::now_ms();
+    app.new_entities
+        .admit(&app.router, &guest.ip, &subject.entities, now)
+        .map_err(|refused| {
+            let secs = u64::try_from(refused.retry_at_ms.saturating_sub(now)).map_or(1, |ms| ms.div_ceil(1000).max(1));
+            ApiError::rate_limited(
+                "this client is bringing too many new guests or fingerprints into memory per second",
+                secs,
+            )
+        })
 }
 
 /// May `caller` act on every one of `entities`? (For reservation ids,

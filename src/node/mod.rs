@@ -19,6 +19,7 @@ use crate::router::deltas::CounterDeltas;
 use crate::router::flusher::Flusher;
 use crate::router::peer_handler::PeerHandler;
 use crate::router::{EntityRouter, LocalEntities, PassivationPolicy, spawn_sweeper};
+use crate::service::new_entities::NewEntityGate;
 use crate::store::{Store, StoreError};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use ractor::Actor;
@@ -159,6 +160,7 @@ impl Node {
             directory,
             keys,
             hold_ttl_ms: i64::try_from(config.hold_ttl_s * 1000).unwrap_or(i64::MAX),
+            new_entities: NewEntityGate::new(config.max_new_entities_per_ip),
             metrics: Some(metrics_handle().clone()),
             metrics_counters: http::HotCounters::register(),
         });
