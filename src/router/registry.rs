@@ -19,6 +19,10 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts per call: an actor that was passivated or crashed between
 /// lookup and delivery is replaced and the call tried again.
 const ATTEMPTS: usize = 3;
+/// How often, and how long each time, a new entity that finds the node
+/// full waits for the sweeper to make room before it is refused.
+const ROOM_WAITS: usize = 2;
+const ROOM_WAIT: Duration = Duration::from_millis(500);
 /// How long a surrender waits for an actor that is still starting.
 const SURRENDER_WAIT: Duration = Duration::from_secs(1);
 
@@ -64,9 +68,11 @@ pub struct LocalEntities {
     /// step (`DashMap::len` walks every shard and is not atomic with an
     /// insert).
     placed: AtomicUsize,
-    /// Woken when a new entity was refused for want of room: the sweeper
-    /// makes room at once instead of at its next tick.
+    /// Woken when a new entity finds no room: the sweeper makes room at
+    /// once instead of at its next tick.
     room_wanted: Notify,
+    /// Woken by the sweeper after a pass.
+    room_made: Notify,
 }
 
 impl LocalEntities {
@@ -79,6 +85,7 @@ impl LocalEntities {
             max_entities: max_entities.max(1),
             placed: AtomicUsize::new(0),
             room_wanted: Notify::new(),
+            room_made: Notify::new(),
         }
     }
 
@@ -93,9 +100,36 @@ impl LocalEntities {
         self.slots.contains_key(key)
     }
 
-    /// Resolves when a new entity was refused for want of room.
+    /// Resolves when a new entity is waiting for room.
     pub(crate) async fn room_wanted(&self) {
         self.room_wanted.notified().await;
+    }
+
+    /// Called by the sweeper after each pass: new entities waiting for
+    /// room try again.
+    pub(crate) fn sweep_done(&self) {
+        self.room_made.notify_waiters();
+    }
+
+    /// The slot for `key`, added if the cap allows; None when full.
+    fn place(&self, key: &EntityKey) -> Option<Arc<Slot>> {
+        if let Some(slot) = self.slots.get(key) {
+            return Some(slot.clone());
+        }
+        match self.slots.entry(key.clone()) {
+            Entry::Occupied(entry) => Some(entry.get().clone()),
+            Entry::Vacant(entry) => {
+                if !self.claim_place() {
+                    return None;
+                }
+                let slot = Arc::new(Slot {
+                    actor: OnceCell::new(),
+                    last_used: AtomicU64::new(0),
+                });
+                entry.insert(slot.clone());
+                Some(slot)
+            }
+        }
     }
 
     /// Claims a place for a new slot, if the cap allows.
@@ -164,24 +198,22 @@ impl LocalEntities {
     }
 
     async fn resolve(&self, key: &EntityKey) -> Result<(Arc<Slot>, ActorRef<EntityMsg>), RouteError> {
-        let slot = match self.slots.get(key) {
-            Some(slot) => slot.clone(),
-            None => match self.slots.entry(key.clone()) {
-                Entry::Occupied(entry) => entry.get().clone(),
-                Entry::Vacant(entry) => {
-                    if !self.claim_place() {
-                        metrics::counter!("tollgate_entities_refused_total").increment(1);
-                        self.room_wanted.notify_one();
-                        return Err(RouteError::Full);
-                    }
-                    let slot = Arc::new(Slot {
-                        actor: OnceCell::new(),
-                        last_used: AtomicU64::new(0),
-                    });
-                    entry.insert(slot.clone());
-                    slot
-                }
-            },
+        let mut waits = 0;
+        let slot = loop {
+            if let Some(slot) = self.place(key) {
+                break slot;
+            }
+            // Full: wake the sweeper and wait (briefly) for it to make room
+            // by passivating the least recently used; refuse if it cannot
+            // (every resident entity is busy or holds a reservation).
+            if waits == ROOM_WAITS {
+                metrics::counter!("tollgate_entities_refused_total").increment(1);
+                return Err(RouteError::Full);
+            }
+            waits += 1;
+            let room_made = self.room_made.notified();
+            self.room_wanted.notify_one();
+            let _ = tokio::time::timeout(ROOM_WAIT, room_made).await;
         };
         slot.last_used.store(self.elapsed_ms(), Ordering::Relaxed);
         let actor = slot.actor.get_or_try_init(|| self.start(key)).await?.clone();

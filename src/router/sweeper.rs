@@ -40,6 +40,7 @@ pub fn spawn_sweeper(local: Arc<LocalEntities>, policy: PassivationPolicy) -> to
                 _ = local.room_wanted() => {}
             }
             sweep(&local, policy).await;
+            local.sweep_done();
         }
     })
 }
