@@ -41,7 +41,9 @@ pub struct CheckRequest {
     #[schema(example = "claude-sonnet-4")]
     pub model: Option<String>,
     /// Reserve this much of the budget until the usage is recorded (or the
-    /// hold expires). Without it nothing is reserved.
+    /// hold expires). Without it, or at zero, nothing is reserved (and no
+    /// `reservation_id` is given). Guests without a credential may not
+    /// reserve (403).
     #[serde(default)]
     pub estimate: Option<Estimate>,
     /// How many messages this check counts (default 1).

@@ -15,7 +15,8 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GuestRef {
-    /// The guest's IP address (v4 or v6).
+    /// The guest's IP address (v4 or v6). An IPv6 guest is keyed by its
+    /// network (`--guest-ipv6-prefix`, default /64), as an anonymous one is.
     #[schema(example = "203.0.113.7")]
     pub ip: String,
     /// The guest's browser fingerprint (1-256 bytes, no spaces).

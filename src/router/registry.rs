@@ -198,6 +198,16 @@ impl LocalEntities {
     }
 
     async fn resolve(&self, key: &EntityKey) -> Result<(Arc<Slot>, ActorRef<EntityMsg>), RouteError> {
+        self.resolve_waiting(key, ROOM_WAITS).await
+    }
+
+    /// [`LocalEntities::resolve`], waiting for room at most `room_waits`
+    /// sweeps when the node is full.
+    async fn resolve_waiting(
+        &self,
+        key: &EntityKey,
+        room_waits: usize,
+    ) -> Result<(Arc<Slot>, ActorRef<EntityMsg>), RouteError> {
         let mut waits = 0;
         let slot = loop {
             if let Some(slot) = self.place(key) {
@@ -206,13 +216,13 @@ impl LocalEntities {
             // Full: wake the sweeper and wait (briefly) for it to make room
             // by passivating the least recently used; refuse if it cannot
             // (every resident entity is busy or holds a reservation).
-            if waits == ROOM_WAITS {
+            let room_made = self.room_made.notified();
+            self.room_wanted.notify_one();
+            if waits >= room_waits {
                 metrics::counter!("tollgate_entities_refused_total").increment(1);
                 return Err(RouteError::Full);
             }
             waits += 1;
-            let room_made = self.room_made.notified();
-            self.room_wanted.notify_one();
             let _ = tokio::time::timeout(ROOM_WAIT, room_made).await;
         };
         slot.last_used.store(self.elapsed_ms(), Ordering::Relaxed);
@@ -375,9 +385,11 @@ impl LocalEntities {
     }
 
     /// Starts an entity here if it is not resident (taking it over from
-    /// its previous owner).
+    /// its previous owner). Never waits for room: a full node refuses at
+    /// once, and the entity loads from the store on its first use instead
+    /// (a node adopting many entities must not wait a sweep for each).
     pub async fn ensure_resident(&self, key: &EntityKey) -> Result<(), RouteError> {
-        self.resolve(key).await.map(|_| ())
+        self.resolve_waiting(key, 0).await.map(|_| ())
     }
 
     /// Crashes an entity's actor and waits until it has stopped (tests of
