@@ -6,6 +6,12 @@ use ipnet::IpNet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// Default `--max-entities`: at about 8 KiB per resident entity (measured,
+/// README "Sizing"), 100 000 entities are about 0.8 GiB, which fits a small
+/// machine beside the database. Size it as (memory for Tollgate − ~50 MiB)
+/// / 8 KiB.
+pub const DEFAULT_MAX_ENTITIES: u64 = 100_000;
+
 /// Where the database is.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseConfig {
@@ -39,9 +45,11 @@ pub struct ServeConfig {
     #[arg(long, env = "TOLLGATE_IDLE_TIMEOUT_S", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout_s: u64,
 
-    /// Most entities resident at once; beyond it the least recently used
-    /// leave memory first.
-    #[arg(long, env = "TOLLGATE_MAX_ENTITIES", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Most entities resident at once, a hard cap: the least recently used
+    /// leave memory first, and a new entity that finds no room (every
+    /// resident one busy or holding a reservation) is refused with 503.
+    /// An entity is about 8 KiB resident: the default is about 0.8 GiB.
+    #[arg(long, env = "TOLLGATE_MAX_ENTITIES", default_value_t = DEFAULT_MAX_ENTITIES, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_entities: u64,
 
     /// How long an unsettled reservation holds its estimate (seconds).
@@ -52,6 +60,19 @@ pub struct ServeConfig {
     /// (comma-separated IPs or CIDRs).
     #[arg(long, env = "TOLLGATE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpNet>,
+
+    /// IPv6 guests are keyed by this prefix of their address (one
+    /// subscriber normally holds a whole /64); 128 keys every address
+    /// apart. IPv4 guests are always one address.
+    #[arg(long, env = "TOLLGATE_GUEST_IPV6_PREFIX", default_value_t = crate::identity::guest::DEFAULT_IPV6_PREFIX, value_parser = clap::value_parser!(u8).range(32..=128))]
+    pub guest_ipv6_prefix: u8,
+
+    /// Most entities a guest (a caller without credentials) may bring into
+    /// memory (or read from the store) per second, per client IP or IPv6
+    /// network; beyond it they get 429. At least 2 (a guest check names
+    /// its IP and fingerprint). Counted on the node the request arrives at.
+    #[arg(long, env = "TOLLGATE_MAX_NEW_ENTITIES_PER_IP", default_value_t = crate::limits::new_entities::DEFAULT_PER_SECOND, value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    pub max_new_entities_per_ip: u32,
 
     #[command(flatten)]
     pub jwt: JwtConfig,
@@ -153,9 +174,11 @@ impl ServeConfig {
             admin_token: None,
             flush_interval_ms: 500,
             idle_timeout_s: 300,
-            max_entities: 1_000_000,
+            max_entities: DEFAULT_MAX_ENTITIES,
             hold_ttl_s: 900,
             trusted_proxies: Vec::new(),
+            guest_ipv6_prefix: crate::identity::guest::DEFAULT_IPV6_PREFIX,
+            max_new_entities_per_ip: crate::limits::new_entities::DEFAULT_PER_SECOND,
             jwt: JwtConfig::disabled(),
             cluster: ClusterConfig::default(),
         }

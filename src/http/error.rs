@@ -17,6 +17,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for `Retry-After` on a 429 (a 503 always says 1).
+    pub retry_after_s: Option<u64>,
 }
 
 /// The body of every error: a stable machine code and a message for
@@ -39,6 +41,15 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_s: None,
+        }
+    }
+
+    /// 429 `rate_limited`: too much, too fast; retry after `retry_after_s`.
+    pub fn rate_limited(message: impl Into<String>, retry_after_s: u64) -> Self {
+        ApiError {
+            retry_after_s: Some(retry_after_s),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
         }
     }
 
@@ -85,6 +96,11 @@ impl IntoResponse for ApiError {
             message: &self.message,
         });
         let mut response = (self.status, body).into_response();
+        if let Some(secs) = self.retry_after_s {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

@@ -47,6 +47,8 @@ pub struct AppState {
     pub keys: ApiKeys,
     /// How long an unsettled reservation holds its estimate.
     pub hold_ttl_ms: i64,
+    /// How many new entities each guest client may bring into memory.
+    pub new_entities: crate::service::new_entities::NewEntityGate,
     pub metrics: Option<PrometheusHandle>,
     /// Hot-path counters, registered once (a `counter!` per request would
     /// look the metric up in the registry every time).

@@ -65,7 +65,7 @@ also accept guests (no credential), identified by their IP and the \
     modifiers(&BearerAuth),
     components(
         schemas(ErrorBody, Usd, SignedUsd),
-        responses(BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge, Unavailable),
+        responses(BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge, TooManyRequests, Unavailable),
     )
 )]
 pub struct ApiDoc;
@@ -246,12 +246,12 @@ macro_rules! error_responses {
 
 /// Adds what only some error responses carry.
 fn finish(name: &str, response: ResponseBuilder) -> RefOr<utoipa::openapi::response::Response> {
-    let response = if name == "Unavailable" {
+    let response = if name == "Unavailable" || name == "TooManyRequests" {
         response.header(
             "Retry-After",
             HeaderBuilder::new()
                 .schema(ObjectBuilder::new().schema_type(Type::Integer))
-                .description(Some("Seconds to wait before retrying (1)."))
+                .description(Some("Seconds to wait before retrying."))
                 .build(),
         )
     } else {
@@ -293,6 +293,13 @@ error_responses! {
     PayloadTooLarge => (
         "The request body is over 64 KiB (`body_too_large`).",
         "body_too_large", "request body must be at most 65536 bytes"
+    );
+    /// 429: a guest brings too many new entities into memory per second.
+    TooManyRequests => (
+        "A guest (no credential) asked about more new guests or fingerprints in one second than \
+         `--max-new-entities-per-ip` allows (`rate_limited`); nothing was counted. Retry after \
+         `Retry-After` seconds.",
+        "rate_limited", "this client is bringing too many new guests or fingerprints into memory per second"
     );
     /// 503: a dependency is briefly unavailable.
     Unavailable => (

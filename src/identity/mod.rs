@@ -50,6 +50,8 @@ pub struct Authenticator {
     pub keys: Arc<KeyRing>,
     pub jwt: Option<jwt::JwtVerifier>,
     pub trusted_proxies: Vec<IpNet>,
+    /// IPv6 guests are keyed by this prefix of their address.
+    pub guest_ipv6_prefix: u8,
 }
 
 impl Authenticator {
@@ -59,6 +61,7 @@ impl Authenticator {
                 headers,
                 peer,
                 &self.trusted_proxies,
+                self.guest_ipv6_prefix,
             )?));
         };
         let token = value

@@ -19,6 +19,7 @@ use crate::router::deltas::CounterDeltas;
 use crate::router::flusher::Flusher;
 use crate::router::peer_handler::PeerHandler;
 use crate::router::{EntityRouter, LocalEntities, PassivationPolicy, spawn_sweeper};
+use crate::service::new_entities::NewEntityGate;
 use crate::store::{Store, StoreError};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use ractor::Actor;
@@ -97,7 +98,8 @@ impl Node {
             flusher: flusher.clone(),
             takeover: cluster.routing.clone().map(|r| r as Arc<dyn Takeover>),
         };
-        let local = Arc::new(LocalEntities::new(supervisor.get_cell(), deps));
+        let max_entities = usize::try_from(config.max_entities).unwrap_or(usize::MAX);
+        let local = Arc::new(LocalEntities::new(supervisor.get_cell(), deps, max_entities));
         let router = match &cluster.routing {
             Some(routing) => EntityRouter::clustered(local.clone(), routing.clone()),
             None => EntityRouter::new(local.clone()),
@@ -123,7 +125,7 @@ impl Node {
         }
         let policy = PassivationPolicy {
             idle_timeout: config.idle_timeout(),
-            max_entities: usize::try_from(config.max_entities).unwrap_or(usize::MAX),
+            max_entities,
             sweep_every: (config.idle_timeout() / 10).clamp(Duration::from_millis(200), Duration::from_secs(10)),
         };
         let mut tasks = vec![
@@ -153,10 +155,12 @@ impl Node {
                 keys: keys.ring().clone(),
                 jwt,
                 trusted_proxies: config.trusted_proxies.clone(),
+                guest_ipv6_prefix: config.guest_ipv6_prefix,
             },
             directory,
             keys,
             hold_ttl_ms: i64::try_from(config.hold_ttl_s * 1000).unwrap_or(i64::MAX),
+            new_entities: NewEntityGate::new(config.max_new_entities_per_ip),
             metrics: Some(metrics_handle().clone()),
             metrics_counters: http::HotCounters::register(),
         });

@@ -2,6 +2,7 @@
 //! entities, recording usage, releasing a reservation.
 
 pub mod check;
+pub mod new_entities;
 pub mod reservation;
 pub mod tenancy;
 pub mod usage;
