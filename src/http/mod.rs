@@ -15,6 +15,7 @@ pub mod orgs;
 pub mod status;
 pub mod subject;
 pub mod summary;
+pub mod timeout;
 pub mod usage;
 pub mod views;
 
@@ -122,6 +123,27 @@ pub fn routes(state: Arc<AppState>) -> Router {
     router
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+/// The `--ops-listen` app: operators' routes only, without a credential
+/// (see [`extract::OpsCaller`]). The same handlers as on the public
+/// listener, registered the same way; the document is the public one's.
+pub fn ops_routes(state: Arc<AppState>) -> Router {
+    let (router, _document) = OpenApiRouter::<Arc<AppState>>::new()
+        .routes(routes!(cluster::view))
+        .routes(routes!(cluster::owner))
+        .routes(routes!(cluster::faults))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .split_for_parts();
+    router
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(axum::Extension(extract::OpsListener))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .with_state(state)
