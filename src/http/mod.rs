@@ -89,7 +89,7 @@ impl HotCounters {
 /// (tests/openapi.rs refuses one). One `routes!` per path: handlers grouped
 /// in one `routes!` are mounted on every path among them.
 pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    ops_api_router(OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()))
         .routes(routes!(check::check))
         .routes(routes!(usage::record))
         .routes(routes!(usage::release))
@@ -107,13 +107,19 @@ pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(api_keys::get, api_keys::revoke))
         .routes(routes!(api_keys::rotate))
         .routes(routes!(summary::summary))
+        .routes(routes!(openapi::openapi_json))
+}
+
+/// The operators' routes, served on both listeners (see
+/// [`extract::OpsCaller`] for who may call them where).
+fn ops_api_router(router: OpenApiRouter<Arc<AppState>>) -> OpenApiRouter<Arc<AppState>> {
+    router
         .routes(routes!(cluster::view))
         .routes(routes!(cluster::owner))
         .routes(routes!(cluster::faults))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
-        .routes(routes!(openapi::openapi_json))
 }
 
 /// All routes, ready to serve. The documentation is compile-time data; the
@@ -132,14 +138,7 @@ pub fn routes(state: Arc<AppState>) -> Router {
 /// (see [`extract::OpsCaller`]). The same handlers as on the public
 /// listener, registered the same way; the document is the public one's.
 pub fn ops_routes(state: Arc<AppState>) -> Router {
-    let (router, _document) = OpenApiRouter::<Arc<AppState>>::new()
-        .routes(routes!(cluster::view))
-        .routes(routes!(cluster::owner))
-        .routes(routes!(cluster::faults))
-        .routes(routes!(ops::healthz))
-        .routes(routes!(ops::readyz))
-        .routes(routes!(ops::metrics))
-        .split_for_parts();
+    let (router, _document) = ops_api_router(OpenApiRouter::new()).split_for_parts();
     router
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
