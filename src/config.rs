@@ -330,7 +330,10 @@ mod tests {
     #[test]
     fn the_admin_token_file_sits_next_to_the_sqlite_database() {
         let at = |url: &str| ServeConfig::for_database(url).admin_token_file();
-        assert_eq!(at("sqlite:///var/lib/tollgate/t.db"), PathBuf::from("/var/lib/tollgate/tollgate-admin-token"));
+        assert_eq!(
+            at("sqlite:///var/lib/tollgate/t.db"),
+            PathBuf::from("/var/lib/tollgate/tollgate-admin-token")
+        );
         assert_eq!(at("sqlite://t.db?mode=rwc"), PathBuf::from("tollgate-admin-token"));
         assert_eq!(at("postgres://db/tollgate"), PathBuf::from("tollgate-admin-token"));
         let mut chosen = ServeConfig::for_database("sqlite://t.db");

@@ -450,7 +450,11 @@ async fn admin_token_is_generated_once() {
     let config = tollgate::config::ServeConfig::for_database(&db.url);
     let first = tollgate::node::Node::start(&config).await.expect("start");
     let file = first.generated_admin_token_file().expect("generated").to_path_buf();
-    assert_eq!(file, config.admin_token_file(), "next to the SQLite database by default");
+    assert_eq!(
+        file,
+        config.admin_token_file(),
+        "next to the SQLite database by default"
+    );
     let mode = std::fs::metadata(&file).expect("token file").permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "owner-only");
     let token = std::fs::read_to_string(&file).expect("read token").trim().to_string();
@@ -492,7 +496,10 @@ async fn a_short_admin_token_refuses_to_start() {
     };
     let message = error.to_string();
     assert!(message.contains("at least 32"), "{message}");
-    assert!(!message.contains("dev-admin"), "the message must not echo the token: {message}");
+    assert!(
+        !message.contains("dev-admin"),
+        "the message must not echo the token: {message}"
+    );
     config.admin_token = Some("x".repeat(32));
     let node = tollgate::node::Node::start(&config).await.expect("32 characters start");
     node.shutdown().await.expect("stop");

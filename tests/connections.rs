@@ -40,7 +40,10 @@ async fn closed_by_server(mut stream: TcpStream) -> Vec<u8> {
         }
     })
     .await;
-    assert!(closed.is_ok(), "the server kept a slow connection open past {CLOSED_WITHIN:?}");
+    assert!(
+        closed.is_ok(),
+        "the server kept a slow connection open past {CLOSED_WITHIN:?}"
+    );
     read
 }
 

@@ -468,7 +468,10 @@ async fn roles_come_from_permissions_not_scope() {
     assert_eq!(roles(&lenient, service_scope).await, (false, true));
     let neither = json!({"permissions": ["read:usage"], "scope": "openid tollgate:administrator"});
     assert_eq!(roles(&lenient, neither).await, (false, false));
-    assert_eq!(roles(&strict, json!({"permissions": "tollgate:admin"})).await, (false, false));
+    assert_eq!(
+        roles(&strict, json!({"permissions": "tollgate:admin"})).await,
+        (false, false)
+    );
     assert_eq!(roles(&strict, json!({})).await, (false, false));
 }
 
@@ -494,16 +497,24 @@ async fn service_and_admin_jwts_through_the_api() {
     let tier = json!({"daily_limit": 5, "monthly_limit": null, "price_monthly_usd": "0"});
 
     let scope_admin = signed(key_a(), &claims(&iss, json!({"scope": "tollgate:admin"})));
-    let r = node.call("PUT", "/v1/tiers/t1", Some(&scope_admin), Some(tier.clone())).await;
+    let r = node
+        .call("PUT", "/v1/tiers/t1", Some(&scope_admin), Some(tier.clone()))
+        .await;
     assert_eq!(r.status, 403, "a requested scope made an admin: {}", r.json);
     let rbac_admin = signed(key_a(), &claims(&iss, json!({"permissions": ["tollgate:admin"]})));
     let r = node.call("PUT", "/v1/tiers/t1", Some(&rbac_admin), Some(tier)).await;
     assert_eq!(r.status, 200, "{}", r.json);
 
     let user = signed(key_a(), &claims(&iss, json!({})));
-    let r = node.post("/v1/check", Some(&user), json!({"user_id": "someone-else"})).await;
+    let r = node
+        .post("/v1/check", Some(&user), json!({"user_id": "someone-else"}))
+        .await;
     // Refused as hidden (404), like a subject that does not exist.
-    assert!(matches!(r.status.as_u16(), 403 | 404), "a user JWT named another subject: {}", r.json);
+    assert!(
+        matches!(r.status.as_u16(), 403 | 404),
+        "a user JWT named another subject: {}",
+        r.json
+    );
     let default_name = signed(key_a(), &claims(&iss, json!({"permissions": ["tollgate:service"]})));
     let r = node
         .post("/v1/check", Some(&default_name), json!({"user_id": "someone-else"}))
@@ -514,15 +525,14 @@ async fn service_and_admin_jwts_through_the_api() {
         r.json
     );
     let service = signed(key_a(), &claims(&iss, json!({"permissions": ["billing:record"]})));
-    let r = node.post("/v1/check", Some(&service), json!({"user_id": "someone-else"})).await;
+    let r = node
+        .post("/v1/check", Some(&service), json!({"user_id": "someone-else"}))
+        .await;
     assert_eq!(r.status, 200, "{}", r.json);
     assert_eq!(r.json["limits"][0]["entity"], "user:someone-else", "{}", r.json);
 
     let mut headers = axum::http::HeaderMap::new();
-    headers.insert(
-        "authorization",
-        format!("Bearer {service}").parse().expect("header"),
-    );
+    headers.insert("authorization", format!("Bearer {service}").parse().expect("header"));
     let principal = node
         .state
         .auth

@@ -176,7 +176,10 @@ mod tests {
             assert_eq!(error.message, UNAVAILABLE_MESSAGE);
             let response = error.into_response();
             assert_eq!(
-                response.headers().get(axum::http::header::RETRY_AFTER).map(|v| v.as_bytes()),
+                response
+                    .headers()
+                    .get(axum::http::header::RETRY_AFTER)
+                    .map(|v| v.as_bytes()),
                 Some(&b"1"[..])
             );
         }

@@ -84,7 +84,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_quick_handler_is_untouched() {
-        let quick = tower::service_fn(|_: Request<()>| async { Ok::<_, Infallible>(StatusCode::CREATED.into_response()) });
+        let quick =
+            tower::service_fn(|_: Request<()>| async { Ok::<_, Infallible>(StatusCode::CREATED.into_response()) });
         let Ok(response) = RequestTimeout::new(quick, Duration::from_secs(60))
             .oneshot(Request::new(()))
             .await;

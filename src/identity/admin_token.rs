@@ -8,12 +8,12 @@
 //! never printed: terminals, log collectors and CI keep stderr.
 
 use crate::store::{Store, StoreError};
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use subtle::ConstantTimeEq;
 

@@ -84,7 +84,9 @@ pub struct Endpoint {
 /// the module docs say. Returns once every connection is gone.
 pub async fn serve(config: &HttpConfig, endpoints: Vec<Endpoint>, shutdown: impl Future<Output = ()>) {
     let mut http1 = http1::Builder::new();
-    http1.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout());
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout());
     let settings = Arc::new(Settings {
         http1,
         keep_alive: config.keep_alive_timeout(),
@@ -164,7 +166,10 @@ async fn accept_loop(
             },
             _ = phase.changed() => return,
         };
-        let service = RequestTimeout::new(Extension(ConnectInfo(remote)).layer(app.clone()), settings.request_timeout);
+        let service = RequestTimeout::new(
+            Extension(ConnectInfo(remote)).layer(app.clone()),
+            settings.request_timeout,
+        );
         let settings = settings.clone();
         let phase = phase.clone();
         tokio::spawn(async move {

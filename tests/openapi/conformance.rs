@@ -300,7 +300,13 @@ async fn every_route_answers_as_documented() {
         call!("GET", ops, ops, None, None);
     }
     call!("GET", "/v1/cluster/owner", "/v1/cluster/owner?entity=user:u1", a, None);
-    call!("GET", "/v1/cluster/owner", "/v1/cluster/owner?entity=user:u1", None, None);
+    call!(
+        "GET",
+        "/v1/cluster/owner",
+        "/v1/cluster/owner?entity=user:u1",
+        None,
+        None
+    );
     call!("GET", "/v1/cluster/owner", "/v1/cluster/owner?entity=nope", a, None);
     let partition = Some(json!({"isolate_from": []}));
     call!("PUT", "/v1/cluster/faults", "/v1/cluster/faults", a, partition);

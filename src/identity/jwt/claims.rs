@@ -138,12 +138,18 @@ mod tests {
         let rules = RoleClaims::default();
         let base = |extra: Value| roles(extra, &rules);
         assert_eq!(base(json!({})), Ok((false, false)));
-        assert_eq!(base(json!({"permissions": ["read", "tollgate:admin"]})), Ok((true, false)));
+        assert_eq!(
+            base(json!({"permissions": ["read", "tollgate:admin"]})),
+            Ok((true, false))
+        );
         assert_eq!(base(json!({"permissions": ["tollgate:service"]})), Ok((false, true)));
         assert_eq!(base(json!({"permissions": ["tollgate:admin:x"]})), Ok((false, false)));
         assert_eq!(base(json!({"permissions": "tollgate:admin"})), Ok((false, false)));
         // A scope the client merely asked for grants nothing.
-        assert_eq!(base(json!({"scope": "openid tollgate:admin profile"})), Ok((false, false)));
+        assert_eq!(
+            base(json!({"scope": "openid tollgate:admin profile"})),
+            Ok((false, false))
+        );
         assert_eq!(base(json!({"scope": "tollgate:service"})), Ok((false, false)));
     }
 
@@ -154,9 +160,15 @@ mod tests {
             ..RoleClaims::default()
         };
         let base = |extra: Value| roles(extra, &rules);
-        assert_eq!(base(json!({"scope": "openid tollgate:admin profile"})), Ok((true, false)));
+        assert_eq!(
+            base(json!({"scope": "openid tollgate:admin profile"})),
+            Ok((true, false))
+        );
         assert_eq!(base(json!({"scope": "tollgate:service"})), Ok((false, true)));
-        assert_eq!(base(json!({"scope": "openid tollgate:administrator"})), Ok((false, false)));
+        assert_eq!(
+            base(json!({"scope": "openid tollgate:administrator"})),
+            Ok((false, false))
+        );
         assert_eq!(base(json!({"scope": ["tollgate:admin"]})), Ok((false, false)));
         assert_eq!(base(json!({"permissions": ["tollgate:admin"]})), Ok((true, false)));
     }
