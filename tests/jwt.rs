@@ -283,7 +283,8 @@ async fn accepts_tokens_signed_with_a_published_key() {
         verified,
         VerifiedToken {
             subject: SUBJECT.to_string(),
-            admin: false
+            admin: false,
+            service: false,
         }
     );
     accepted(&verifier, &signed(key_b(), &claims(iss, json!({})))).await;
@@ -431,21 +432,116 @@ async fn refuses_forged_and_invalid_tokens() {
     accepted(&verifier, &good_token).await;
 }
 
+/// Admin and service come from `permissions` (Auth0 RBAC) only: a `scope`
+/// is what the client asked for. `--jwt-admin-from-scope` opts in to
+/// believing it.
 #[tokio::test]
-async fn admin_comes_from_permissions_or_scope() {
+async fn roles_come_from_permissions_not_scope() {
     let server = JwksServer::start(jwks(&[key_a()])).await;
-    let verifier = server.verifier(LONG);
     let iss = server.issuer();
-    let admin = |patch: Value| {
+    let strict = server.verifier(LONG);
+    let lenient = JwtVerifier::new(&JwtConfig {
+        jwt_admin_from_scope: true,
+        ..server.config(LONG)
+    })
+    .expect("valid config")
+    .expect("JWT enabled");
+    let roles = |verifier: &JwtVerifier, patch: Value| {
         let token = signed(key_a(), &claims(iss, patch));
         let verifier = verifier.clone();
-        async move { accepted(&verifier, &token).await.admin }
+        async move {
+            let v = accepted(&verifier, &token).await;
+            (v.admin, v.service)
+        }
     };
-    assert!(admin(json!({"permissions": ["read:usage", "tollgate:admin"]})).await);
-    assert!(admin(json!({"scope": "openid profile tollgate:admin"})).await);
-    assert!(!admin(json!({"permissions": ["read:usage"], "scope": "openid tollgate:administrator"})).await);
-    assert!(!admin(json!({"permissions": "tollgate:admin"})).await);
-    assert!(!admin(json!({})).await);
+    let admin_permission = json!({"permissions": ["read:usage", "tollgate:admin"]});
+    let admin_scope = json!({"scope": "openid profile tollgate:admin"});
+    let service_permission = json!({"permissions": ["tollgate:service"]});
+    let service_scope = json!({"scope": "tollgate:service"});
+    assert_eq!(roles(&strict, admin_permission.clone()).await, (true, false));
+    assert_eq!(roles(&strict, admin_scope.clone()).await, (false, false));
+    assert_eq!(roles(&strict, service_permission.clone()).await, (false, true));
+    assert_eq!(roles(&strict, service_scope.clone()).await, (false, false));
+    assert_eq!(roles(&lenient, admin_permission).await, (true, false));
+    assert_eq!(roles(&lenient, admin_scope).await, (true, false));
+    assert_eq!(roles(&lenient, service_permission).await, (false, true));
+    assert_eq!(roles(&lenient, service_scope).await, (false, true));
+    let neither = json!({"permissions": ["read:usage"], "scope": "openid tollgate:administrator"});
+    assert_eq!(roles(&lenient, neither).await, (false, false));
+    assert_eq!(
+        roles(&strict, json!({"permissions": "tollgate:admin"})).await,
+        (false, false)
+    );
+    assert_eq!(roles(&strict, json!({})).await, (false, false));
+}
+
+/// Through the API: a JWT whose scope merely asks for `tollgate:admin` is
+/// an ordinary user (403 on admin routes); one with the service permission
+/// is a service credential (it may name any subject, and
+/// `Principal::service_reach` says so); the permission's name is
+/// configurable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_and_admin_jwts_through_the_api() {
+    let server = JwksServer::start(jwks(&[key_a()])).await;
+    let Some(db) = common::TestDb::new(common::Backend::Sqlite).await else {
+        return;
+    };
+    let node = common::TestNode::start_with(&db, |c| {
+        c.jwt = JwtConfig {
+            jwt_service_permission: "billing:record".to_string(),
+            ..server.config(Duration::ZERO)
+        }
+    })
+    .await;
+    let iss = server.issuer().to_string();
+    let tier = json!({"daily_limit": 5, "monthly_limit": null, "price_monthly_usd": "0"});
+
+    let scope_admin = signed(key_a(), &claims(&iss, json!({"scope": "tollgate:admin"})));
+    let r = node
+        .call("PUT", "/v1/tiers/t1", Some(&scope_admin), Some(tier.clone()))
+        .await;
+    assert_eq!(r.status, 403, "a requested scope made an admin: {}", r.json);
+    let rbac_admin = signed(key_a(), &claims(&iss, json!({"permissions": ["tollgate:admin"]})));
+    let r = node.call("PUT", "/v1/tiers/t1", Some(&rbac_admin), Some(tier)).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+
+    let user = signed(key_a(), &claims(&iss, json!({})));
+    let r = node
+        .post("/v1/check", Some(&user), json!({"user_id": "someone-else"}))
+        .await;
+    // Refused as hidden (404), like a subject that does not exist.
+    assert!(
+        matches!(r.status.as_u16(), 403 | 404),
+        "a user JWT named another subject: {}",
+        r.json
+    );
+    let default_name = signed(key_a(), &claims(&iss, json!({"permissions": ["tollgate:service"]})));
+    let r = node
+        .post("/v1/check", Some(&default_name), json!({"user_id": "someone-else"}))
+        .await;
+    assert!(
+        matches!(r.status.as_u16(), 403 | 404),
+        "the configured permission replaces the default: {}",
+        r.json
+    );
+    let service = signed(key_a(), &claims(&iss, json!({"permissions": ["billing:record"]})));
+    let r = node
+        .post("/v1/check", Some(&service), json!({"user_id": "someone-else"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["limits"][0]["entity"], "user:someone-else", "{}", r.json);
+
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {service}").parse().expect("header"));
+    let principal = node
+        .state
+        .auth
+        .authenticate(&headers, "127.0.0.1:1".parse().expect("addr"))
+        .await
+        .expect("service JWT");
+    assert_eq!(principal.service_reach(), Some(None), "any subject");
+    assert!(principal.own_user().is_none(), "a service credential is not a user");
+    node.stop().await;
 }
 
 #[tokio::test]
@@ -601,7 +697,8 @@ async fn hs256_mode_accepts_its_tokens_and_refuses_rs256() {
         verified,
         VerifiedToken {
             subject: SUBJECT.to_string(),
-            admin: true
+            admin: true,
+            service: false,
         }
     );
 

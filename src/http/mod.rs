@@ -15,6 +15,7 @@ pub mod orgs;
 pub mod status;
 pub mod subject;
 pub mod summary;
+pub mod timeout;
 pub mod usage;
 pub mod views;
 
@@ -90,7 +91,7 @@ impl HotCounters {
 /// (tests/openapi.rs refuses one). One `routes!` per path: handlers grouped
 /// in one `routes!` are mounted on every path among them.
 pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    ops_api_router(OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()))
         .routes(routes!(check::check))
         .routes(routes!(usage::record))
         .routes(routes!(usage::release))
@@ -108,13 +109,19 @@ pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(api_keys::get, api_keys::revoke))
         .routes(routes!(api_keys::rotate))
         .routes(routes!(summary::summary))
+        .routes(routes!(openapi::openapi_json))
+}
+
+/// The operators' routes, served on both listeners (see
+/// [`extract::OpsCaller`] for who may call them where).
+fn ops_api_router(router: OpenApiRouter<Arc<AppState>>) -> OpenApiRouter<Arc<AppState>> {
+    router
         .routes(routes!(cluster::view))
         .routes(routes!(cluster::owner))
         .routes(routes!(cluster::faults))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
-        .routes(routes!(openapi::openapi_json))
 }
 
 /// All routes, ready to serve. The documentation is compile-time data; the
@@ -124,6 +131,20 @@ pub fn routes(state: Arc<AppState>) -> Router {
     router
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+/// The `--ops-listen` app: operators' routes only, without a credential
+/// (see [`extract::OpsCaller`]). The same handlers as on the public
+/// listener, registered the same way; the document is the public one's.
+pub fn ops_routes(state: Arc<AppState>) -> Router {
+    let (router, _document) = ops_api_router(OpenApiRouter::new()).split_for_parts();
+    router
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(axum::Extension(extract::OpsListener))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .with_state(state)

@@ -304,8 +304,9 @@ error_responses! {
     /// 503: a dependency is briefly unavailable.
     Unavailable => (
         "A dependency is briefly unavailable (`store_unavailable`, `entity_unavailable`, \
-         `auth_unavailable`; `not_ready` from `/readyz`); nothing was recorded. Retry after \
-         `Retry-After` seconds.",
-        "store_unavailable", "the database is unavailable; retry shortly"
+         `auth_unavailable`, `timeout`; `not_ready` from `/readyz`). The message is always \
+         `temporarily unavailable, retry`. Retry after `Retry-After` seconds (with the same \
+         `request_id` where there is one).",
+        "store_unavailable", "temporarily unavailable, retry"
     );
 }

@@ -87,6 +87,7 @@ impl Authenticator {
         {
             return match verifier.verify(token).await {
                 Ok(verified) if verified.admin => Ok(Principal::Admin),
+                Ok(verified) if verified.service => Ok(Principal::Key(Arc::new(service_grant(&verified.subject)))),
                 Ok(verified) => Ok(Principal::User {
                     user_id: Arc::from(verified.subject.as_str()),
                 }),
@@ -99,6 +100,15 @@ impl Authenticator {
         }
         Err(failed(peer, "token", AuthError::InvalidToken))
     }
+}
+
+/// A service JWT acts like a `service` key of no organisation: it may name
+/// any subject, and is not itself a user (so [`Principal::service_reach`]
+/// stays the one test of "is this a service credential"). The id names the
+/// token's subject for `created_by` columns and logs.
+fn service_grant(subject: &str) -> key_ring::KeyGrant {
+    let scopes: scope::Scopes = [scope::Scope::Service].into_iter().collect();
+    key_ring::KeyGrant::new(&format!("jwt:{subject}"), scopes, None, None, None)
 }
 
 /// Counts and logs a failed authentication (never the token itself).
