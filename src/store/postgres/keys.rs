@@ -5,7 +5,7 @@
 
 use super::PgStore;
 use crate::store::identity::{KeyRow, KeyWithSecretRow, api_key_from_row, group_key_rows};
-use crate::store::{ApiKeyRecord, KeySecret, StoreResult};
+use crate::store::{ApiKeyRecord, KeyListing, KeySecret, StoreResult};
 
 impl PgStore {
     pub(in crate::store) async fn create_api_key(
@@ -115,6 +115,39 @@ impl PgStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(api_key_from_row))
+    }
+
+    pub(in crate::store) async fn list_api_keys(
+        &self,
+        listing: &KeyListing,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<ApiKeyRecord>> {
+        let (all, org_id, user_id) = match listing {
+            KeyListing::All => (true, None, None),
+            KeyListing::Reach { org_id, user_id } => (false, org_id.as_deref(), user_id.as_deref()),
+        };
+        // Byte order (`COLLATE "C"`), so the cursor means the same as in SQLite.
+        let rows: Vec<KeyRow> = sqlx::query_as(concat!(
+            "SELECT id, name, scopes, org_id, user_id, created_by, ",
+            ms_of!("created_at"),
+            ", ",
+            ms_of!("revoked_at"),
+            ", ",
+            ms_of!("last_used_at"),
+            " FROM api_keys \
+             WHERE revoked_at IS NULL AND ($1 OR org_id = $2 OR user_id = $3) \
+               AND ($4::text IS NULL OR id COLLATE \"C\" > $4::text) \
+             ORDER BY id COLLATE \"C\" LIMIT $5"
+        ))
+        .bind(all)
+        .bind(org_id)
+        .bind(user_id)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(api_key_from_row).collect())
     }
 
     pub(in crate::store) async fn load_api_keys(
