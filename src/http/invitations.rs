@@ -9,7 +9,7 @@
 use super::AppState;
 use super::error::ApiError;
 use super::extract::Caller;
-use super::openapi::{BadRequest, Conflict, NotFound, Unauthorized, Unavailable};
+use super::openapi::{BadRequest, Conflict, Forbidden, NotFound, Unauthorized, Unavailable};
 use super::org_members::{MemberResponse, memberships};
 use crate::identity::{Access, Denied};
 use crate::limits::calendar::{now_ms, rfc3339};
@@ -77,7 +77,7 @@ pub struct InvitationList {
 ///
 /// The caller's open invitations (unanswered, unexpired), by id. Only
 /// under the user's own credential (JWT or personal key); other
-/// credentials get 404, guests 401.
+/// credentials get 403, guests 401.
 #[utoipa::path(
     get,
     path = "/v1/invitations",
@@ -86,13 +86,21 @@ pub struct InvitationList {
     responses(
         (status = 200, description = "The caller's open invitations.", body = InvitationList),
         (status = 401, response = Unauthorized),
-        (status = 404, response = NotFound),
+        (status = 403, response = Forbidden),
         (status = 503, response = Unavailable),
     ),
     security(("bearer" = [])),
 )]
 pub async fn list(State(app): State<Arc<AppState>>, Caller(caller): Caller) -> Result<Json<InvitationList>, ApiError> {
-    let user = Access::new(&caller, &app.directory).invitee().map_err(refused)?;
+    // Listing is not about one invitation, so nothing is hidden here: a
+    // credential that is not a user's own is simply not allowed.
+    let user = Access::new(&caller, &app.directory)
+        .invitee()
+        .map_err(|denied| match denied {
+            Denied::Hidden => Denied::Forbidden("invitations are listed by the invited user, signed in as themselves"),
+            other => other,
+        })
+        .map_err(refused)?;
     let items = app
         .store
         .pending_invitations(&user, now_ms())

@@ -419,3 +419,6 @@ impl<'a> Access<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
