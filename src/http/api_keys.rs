@@ -177,7 +177,9 @@ pub async fn create(
             user_id,
             created_by,
         })
-        .await?;
+        .await?
+        // The member left between the check above and the write.
+        .ok_or_else(|| ApiError::invalid("user_id", "is not a member of org_id"))?;
     tracing::info!(key = %record.id, scopes = ?record.scopes, "API key created");
     app.cluster
         .broadcast(Invalidation::ApiKey {

@@ -194,8 +194,12 @@ async fn check_removal_undoes_what_the_org_did(store: Store) {
         key("key_owner", Some(&o), Some("owner")),
     ];
     for (i, k) in keys.iter().enumerate() {
-        store.create_api_key(k, &hash(i as u8)).await.unwrap();
+        assert!(store.create_api_key(k, &hash(i as u8)).await.unwrap());
     }
+    // A key bound to someone who is not a member is never stored.
+    let stray = key("key_stray", Some(&other), Some("m"));
+    assert!(!store.create_api_key(&stray, &hash(9)).await.unwrap());
+    assert_eq!(store.get_api_key("key_stray").await.unwrap(), None);
     let mine = KeyListing::Reach {
         org_id: None,
         user_id: Some("m".into()),
@@ -239,4 +243,11 @@ async fn check_removal_undoes_what_the_org_did(store: Store) {
     let loaded = store.load_entity(&user, period, NOW).await.unwrap();
     assert_eq!(loaded.budget_usd, Some(usd("5")));
     assert!(store.remove_member(&o, "m", NOW).await.unwrap().is_none());
+    // Nor can the organisation bind a new key to them afterwards.
+    assert!(
+        !store
+            .create_api_key(&key("key_late", Some(&o), Some("m")), &hash(10))
+            .await
+            .unwrap()
+    );
 }

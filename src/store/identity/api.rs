@@ -100,8 +100,13 @@ impl Store {
     }
 
     /// Stores a new key and its first secret (no expiry) in one
-    /// transaction. `secret_hash` must be a lowercase hex SHA-256.
-    pub async fn create_api_key(&self, key: &ApiKeyRecord, secret_hash: &str) -> StoreResult<()> {
+    /// transaction. `secret_hash` must be a lowercase hex SHA-256. A key
+    /// bound to both an organisation and a user is stored only while the
+    /// user is a member of it, checked in the same transaction (under the
+    /// membership lock on Postgres), so a member's removal and a new key
+    /// bound to them cannot interleave into a key that outlives the
+    /// membership: false, nothing stored, otherwise.
+    pub async fn create_api_key(&self, key: &ApiKeyRecord, secret_hash: &str) -> StoreResult<bool> {
         check_secret_hash(secret_hash)?;
         let scopes = scopes_text(&key.scopes)?;
         dispatch!(self, s => s.create_api_key(key, &scopes, secret_hash).await)

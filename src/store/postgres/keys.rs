@@ -13,8 +13,14 @@ impl PgStore {
         key: &ApiKeyRecord,
         scopes: &str,
         secret_hash: &str,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
+        if let (Some(org_id), Some(user_id)) = (&key.org_id, &key.user_id) {
+            super::orgs::lock_membership(&mut tx, user_id).await?;
+            if super::orgs::org_of(&mut tx, user_id).await?.as_ref() != Some(org_id) {
+                return Ok(false);
+            }
+        }
         sqlx::query(concat!(
             "INSERT INTO api_keys (id, name, scopes, org_id, user_id, created_by, created_at, revoked_at, ",
             "last_used_at) VALUES ($1, $2, $3, $4, $5, $6, ",
@@ -42,7 +48,7 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     pub(in crate::store) async fn rotate_api_key(

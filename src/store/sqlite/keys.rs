@@ -15,8 +15,13 @@ impl SqliteStore {
         key: &ApiKeyRecord,
         scopes: &str,
         secret_hash: &str,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let (Some(org_id), Some(user_id)) = (&key.org_id, &key.user_id)
+            && super::orgs::org_of(&mut tx, user_id).await?.as_ref() != Some(org_id)
+        {
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO api_keys (id, name, scopes, org_id, user_id, created_by, created_at, revoked_at, \
                  last_used_at) \
@@ -39,7 +44,7 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     pub(in crate::store) async fn rotate_api_key(
