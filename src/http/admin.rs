@@ -216,8 +216,10 @@ pub struct BudgetResponse {
 /// Set a user's monthly budget
 ///
 /// Checks with an estimate are refused once spend plus holds would pass
-/// it. Applies at once. Admins set anyone's; an organisation's owners and
-/// admins set their members'.
+/// it. Applies at once. A platform admin sets the user's own budget. An
+/// organisation's owners and admins set a *member cap* instead: it applies
+/// on top of the user's own budget (the lower one wins) and vanishes when
+/// the user leaves the organisation.
 #[utoipa::path(
     put,
     path = "/v1/users/{id}/budget",
@@ -247,9 +249,9 @@ pub async fn put_user_budget(
 
 /// Remove a user's monthly budget
 ///
-/// The user is then limited by request counts (and their organisation's
-/// budget) only. Spend is still recorded. Admins, or the user's
-/// organisation's owners and admins.
+/// A platform admin removes the user's own budget; an organisation's owners
+/// and admins remove their member cap. Whatever the other one says still
+/// applies. Spend is still recorded.
 #[utoipa::path(
     delete,
     path = "/v1/users/{id}/budget",
@@ -274,19 +276,30 @@ pub async fn delete_user_budget(
     user_budget(&app, &caller, &id, None).await
 }
 
-/// Admins set anyone's budget; an organisation's managers set their
-/// members' budgets.
+/// Admins set a user's own budget; an organisation's managers set only
+/// their cap on a member, which ends with the membership. The user entity
+/// runs with the lower of the two.
 async fn user_budget(
     app: &AppState,
     caller: &Principal,
     id: &str,
     budget: Option<Usd>,
 ) -> Result<Json<BudgetResponse>, ApiError> {
-    Access::new(caller, &app.directory)
+    let authority = Access::new(caller, &app.directory)
         .may_manage_user_budget(id)
         .map_err(|denied| ApiError::denied(denied, "no such user", "this route needs the admin token, or an organisation manager's credential, in `Authorization: Bearer <token>`"))?;
     let key = EntityKey::user(id).map_err(|e| ApiError::invalid("user id", e))?;
-    set_budget(app, key, budget).await
+    if !super::org_members::memberships(app)
+        .set_user_budget(&key, &authority, budget)
+        .await?
+    {
+        // The user left between the check and the write.
+        return Err(ApiError::not_found("not_found", "no such user"));
+    }
+    Ok(Json(BudgetResponse {
+        entity: key.to_string(),
+        monthly_budget_usd: budget,
+    }))
 }
 
 pub(super) async fn set_budget(

@@ -8,6 +8,7 @@ mod check_json;
 pub mod cluster;
 pub mod error;
 pub mod extract;
+pub mod invitations;
 pub mod openapi;
 pub mod ops;
 pub mod org_members;
@@ -105,7 +106,9 @@ pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(orgs::get, orgs::update))
         .routes(routes!(org_members::put_member, org_members::delete_member))
         .routes(routes!(orgs::put_budget, orgs::delete_budget))
-        .routes(routes!(api_keys::create))
+        .routes(routes!(invitations::list))
+        .routes(routes!(invitations::accept, invitations::decline))
+        .routes(routes!(api_keys::create, api_keys::list))
         .routes(routes!(api_keys::get, api_keys::revoke))
         .routes(routes!(api_keys::rotate))
         .routes(routes!(summary::summary))

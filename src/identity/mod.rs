@@ -16,7 +16,7 @@ pub mod key_ring;
 pub mod principal;
 pub mod scope;
 
-pub use access::{Access, Denied};
+pub use access::{Access, Admission, BudgetAuthority, Denied, KeyAction};
 pub use admin_token::AdminToken;
 pub use directory::Directory;
 pub use guest::Guest;

@@ -13,6 +13,7 @@
 //! refuses a check without an estimate.
 
 use super::calendar::Period;
+use crate::money::Usd;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -21,6 +22,18 @@ use uuid::Uuid;
 /// estimate and for one of zero (or less), which reserve nothing.
 pub fn reservable(estimate: Option<Decimal>) -> Option<Decimal> {
     estimate.filter(|e| *e > Decimal::ZERO)
+}
+
+/// The monthly limit a user entity runs with: the lower of the user's own
+/// budget and the cap their organisation puts on it as a member, either of
+/// which may be absent (none = unlimited). An organisation can only lower a
+/// member's limit, never lift the user's own, and when the membership ends
+/// (the cap is deleted) the user's own budget is what remains.
+pub fn effective_budget(own: Option<Usd>, member_cap: Option<Usd>) -> Option<Usd> {
+    match (own, member_cap) {
+        (Some(own), Some(cap)) => Some(own.min(cap)),
+        (own, cap) => own.or(cap),
+    }
 }
 
 /// One reservation.
@@ -223,6 +236,34 @@ mod tests {
         assert!(exhausted.admits(Some(Decimal::ZERO)).is_err());
         assert!(!exhausted.hold(Uuid::new_v4(), Decimal::ZERO, T0 + 1));
         assert!(!exhausted.has_holds());
+    }
+
+    fn usd(cents: Option<u32>) -> Option<Usd> {
+        cents.map(|c| Usd::new(Decimal::new(i64::from(c), 2)).unwrap())
+    }
+
+    #[test]
+    fn a_member_cap_only_lowers_the_users_own_budget() {
+        assert_eq!(effective_budget(usd(Some(500)), usd(Some(0))), usd(Some(0)));
+        assert_eq!(effective_budget(usd(Some(500)), usd(Some(900))), usd(Some(500)));
+        assert_eq!(effective_budget(None, usd(Some(900))), usd(Some(900)));
+        assert_eq!(effective_budget(usd(Some(500)), None), usd(Some(500)));
+        assert_eq!(effective_budget(None, None), None);
+    }
+
+    proptest! {
+        /// Never above either limit that is set, always equal to one of them.
+        #[test]
+        fn effective_budget_is_the_tighter_limit(own in proptest::option::of(0u32..100_000),
+                                                 cap in proptest::option::of(0u32..100_000)) {
+            let got = effective_budget(usd(own), usd(cap));
+            for limit in [usd(own), usd(cap)].into_iter().flatten() {
+                prop_assert!(got.is_some_and(|g| g <= limit));
+            }
+            prop_assert!(got == usd(own) || got == usd(cap));
+            // Without a cap the user's own budget is exactly what remains.
+            prop_assert_eq!(effective_budget(usd(own), None), usd(own));
+        }
     }
 
     proptest! {
