@@ -4,19 +4,18 @@
 
 mod common;
 
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
+use aws_lc_rs::rsa::{KeyPair, KeySize};
+use aws_lc_rs::signature::KeyPair as _;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use parking_lot::Mutex;
-use rsa::pkcs1::EncodeRsaPrivateKey;
-use rsa::pkcs8::{EncodePublicKey, LineEnding};
-use rsa::traits::PublicKeyParts;
-use rsa::{RsaPrivateKey, rand_core::OsRng};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -52,22 +51,59 @@ fn key_b() -> &'static TestKey {
 }
 
 fn generate(kid: &'static str) -> TestKey {
-    let private = RsaPrivateKey::new(&mut OsRng, 2048).expect("RSA keygen");
-    let public = private.to_public_key();
-    let der = private.to_pkcs1_der().expect("PKCS#1 DER");
+    let private = KeyPair::generate(KeySize::Rsa2048).expect("RSA keygen");
+    let public = private.public_key();
+    let pkcs8: Pkcs8V1Der<'_> = private.as_der().expect("PKCS#8 DER");
+    let spki: PublicKeyX509Der<'_> = public.as_der().expect("SPKI DER");
     TestKey {
         kid,
-        encoding: EncodingKey::from_rsa_der(der.as_bytes()),
+        encoding: EncodingKey::from_rsa_der(pkcs1_from_pkcs8(pkcs8.as_ref())),
         jwk: json!({
             "kty": "RSA",
             "use": "sig",
             "alg": "RS256",
             "kid": kid,
-            "n": URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
-            "e": URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
+            "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
+            "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
         }),
-        public_pem: public.to_public_key_pem(LineEnding::LF).expect("SPKI PEM"),
+        public_pem: pem("PUBLIC KEY", spki.as_ref()),
     }
+}
+
+/// The PKCS#1 `RSAPrivateKey` inside a PKCS#8 `PrivateKeyInfo`, which is
+/// what `EncodingKey::from_rsa_der` takes. AWS-LC writes PKCS#8 only:
+/// `SEQUENCE { INTEGER version, SEQUENCE algorithm, OCTET STRING key }`.
+fn pkcs1_from_pkcs8(der: &[u8]) -> &[u8] {
+    /// Splits one DER TLV off `input`: (tag, contents, rest).
+    fn tlv(input: &[u8]) -> (u8, &[u8], &[u8]) {
+        let (tag, first) = (input[0], input[1]);
+        let (len, header) = if first < 0x80 {
+            (usize::from(first), 2)
+        } else {
+            let n = usize::from(first & 0x7f);
+            let len = input[2..2 + n].iter().fold(0usize, |acc, b| acc << 8 | usize::from(*b));
+            (len, 2 + n)
+        };
+        (tag, &input[header..header + len], &input[header + len..])
+    }
+    let (_, info, _) = tlv(der);
+    let (_, _, rest) = tlv(info); // version
+    let (_, _, rest) = tlv(rest); // algorithm identifier
+    let (tag, key, _) = tlv(rest);
+    assert_eq!(tag, 0x04, "PKCS#8 private key is an OCTET STRING");
+    key
+}
+
+/// `der` as a PEM block with 64-column lines.
+fn pem(label: &str, der: &[u8]) -> String {
+    let body = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 fn jwks(keys: &[&TestKey]) -> Value {

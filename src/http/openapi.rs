@@ -120,18 +120,27 @@ fn optional_bodies(document: &mut utoipa::openapi::OpenApi) {
         ]
     });
     for operation in operations.flatten() {
-        let Some(body) = operation.request_body.as_mut() else {
+        let Some(RefOr::T(body)) = operation.request_body.as_mut() else {
             continue;
         };
         if body.required == Some(utoipa::openapi::Required::True) {
             continue;
         }
-        for content in body.content.values_mut() {
+        for content in body.content.values_mut().filter_map(|content| match content {
+            RefOr::T(content) => Some(content),
+            RefOr::Ref(_) => None,
+        }) {
+            // utoipa 5 put the `null` first, utoipa 6 puts it last.
             if let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema
-                && let [RefOr::T(Schema::Object(null)), schema] = one_of.items.as_slice()
-                && null.schema_type == Type::Null.into()
+                && let [first, second] = one_of.items.as_slice()
             {
-                content.schema = Some(schema.clone());
+                let is_null = |schema: &RefOr<Schema>| matches!(schema, RefOr::T(Schema::Object(null)) if null.schema_type == Type::Null.into());
+                let kept = match (is_null(first), is_null(second)) {
+                    (true, false) => second.clone(),
+                    (false, true) => first.clone(),
+                    _ => continue,
+                };
+                content.schema = Some(kept);
             }
         }
     }
@@ -250,7 +259,7 @@ fn finish(name: &str, response: ResponseBuilder) -> RefOr<utoipa::openapi::respo
         response.header(
             "Retry-After",
             HeaderBuilder::new()
-                .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                .schema(Some(ObjectBuilder::new().schema_type(Type::Integer)))
                 .description(Some("Seconds to wait before retrying."))
                 .build(),
         )
