@@ -2,13 +2,14 @@
 //! flusher, the ledger and the HTTP API, started and stopped together.
 
 mod cluster;
+pub mod connections;
 mod reconcile;
 
 pub use cluster::ClusterNode;
 
 use crate::actor::{ActorDeps, EntitySupervisor, Takeover};
 use crate::catalog::Catalog;
-use crate::config::ServeConfig;
+use crate::config::{HttpConfig, ServeConfig};
 use crate::http::{self, AppState};
 use crate::identity::admin_token::{self, AdminTokenSource};
 use crate::identity::api_keys::ApiKeys;
@@ -19,11 +20,13 @@ use crate::router::deltas::CounterDeltas;
 use crate::router::flusher::Flusher;
 use crate::router::peer_handler::PeerHandler;
 use crate::router::{EntityRouter, LocalEntities, PassivationPolicy, spawn_sweeper};
+use crate::service::new_entities::NewEntityGate;
 use crate::store::{Store, StoreError};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use ractor::Actor;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -50,18 +53,25 @@ pub struct Node {
     flusher: Arc<Flusher>,
     local: Arc<LocalEntities>,
     tasks: Vec<JoinHandle<()>>,
-    generated_admin_token: Option<String>,
+    generated_admin_token_file: Option<PathBuf>,
+    http: HttpConfig,
+    /// The `--ops-listen` listener, bound at start so a taken port fails
+    /// the start, not the serve.
+    ops_listener: Option<TcpListener>,
 }
 
 impl Node {
     /// Opens the store (migrating it), loads the catalogue and starts the
     /// background tasks.
     pub async fn start(config: &ServeConfig) -> Result<Node, NodeError> {
+        config.http.validate().map_err(NodeError::Config)?;
         let store = Store::open(&config.database.database_url).await?;
         let catalog = Arc::new(Catalog::new(store.load_tiers().await?, store.load_prices().await?));
-        let (admin, source) = admin_token::resolve(&store, config.admin_token.as_deref()).await?;
-        let generated_admin_token = match source {
-            AdminTokenSource::Generated(secret) => Some(secret),
+        let (admin, source) = admin_token::resolve(&store, config.admin_token.as_deref(), &config.admin_token_file())
+            .await
+            .map_err(|e| NodeError::Config(e.to_string()))?;
+        let generated_admin_token_file = match source {
+            AdminTokenSource::Generated(path) => Some(path),
             _ => None,
         };
 
@@ -97,7 +107,8 @@ impl Node {
             flusher: flusher.clone(),
             takeover: cluster.routing.clone().map(|r| r as Arc<dyn Takeover>),
         };
-        let local = Arc::new(LocalEntities::new(supervisor.get_cell(), deps));
+        let max_entities = usize::try_from(config.max_entities).unwrap_or(usize::MAX);
+        let local = Arc::new(LocalEntities::new(supervisor.get_cell(), deps, max_entities));
         let router = match &cluster.routing {
             Some(routing) => EntityRouter::clustered(local.clone(), routing.clone()),
             None => EntityRouter::new(local.clone()),
@@ -123,7 +134,7 @@ impl Node {
         }
         let policy = PassivationPolicy {
             idle_timeout: config.idle_timeout(),
-            max_entities: usize::try_from(config.max_entities).unwrap_or(usize::MAX),
+            max_entities,
             sweep_every: (config.idle_timeout() / 10).clamp(Duration::from_millis(200), Duration::from_secs(10)),
         };
         let mut tasks = vec![
@@ -153,25 +164,33 @@ impl Node {
                 keys: keys.ring().clone(),
                 jwt,
                 trusted_proxies: config.trusted_proxies.clone(),
+                guest_ipv6_prefix: config.guest_ipv6_prefix,
             },
             directory,
             keys,
             hold_ttl_ms: i64::try_from(config.hold_ttl_s * 1000).unwrap_or(i64::MAX),
+            new_entities: NewEntityGate::new(config.max_new_entities_per_ip),
             metrics: Some(metrics_handle().clone()),
             metrics_counters: http::HotCounters::register(),
         });
+        let ops_listener = match config.ops_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         Ok(Node {
             state,
             flusher,
             local,
             tasks,
-            generated_admin_token,
+            generated_admin_token_file,
+            http: config.http.clone(),
+            ops_listener,
         })
     }
 
-    /// The admin token, if this start generated it (show it once).
-    pub fn generated_admin_token(&self) -> Option<&str> {
-        self.generated_admin_token.as_deref()
+    /// The file holding the admin token, if this start generated it.
+    pub fn generated_admin_token_file(&self) -> Option<&Path> {
+        self.generated_admin_token_file.as_deref()
     }
 
     pub fn state(&self) -> &Arc<AppState> {
@@ -187,15 +206,30 @@ impl Node {
         http::routes(self.state.clone())
     }
 
-    /// Serves HTTP on `listener` until `shutdown` completes, then shuts
-    /// down gracefully: stop accepting, finish in-flight requests, wait for
-    /// ledger commits, flush every counter delta.
+    /// Where `--ops-listen` is bound, if it is.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves HTTP on `listener` (and on `--ops-listen`) until `shutdown`
+    /// completes, then shuts down gracefully: stop accepting, finish
+    /// in-flight requests within `--shutdown-grace-s`, wait for ledger
+    /// commits, flush every counter delta.
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), NodeError> {
-        let app = self.app().into_make_service_with_connect_info::<SocketAddr>();
+        let mut endpoints = vec![connections::Endpoint {
+            listener,
+            app: self.app(),
+        }];
+        if let Some(ops) = self.ops_listener.take() {
+            endpoints.push(connections::Endpoint {
+                listener: ops,
+                app: http::ops_routes(self.state.clone()),
+            });
+        }
         // In a cluster, a shutdown is a graceful leave: entities are handed
         // over while HTTP still answers (forwarding to the new owners).
         let cluster = self.state.cluster.clone();
@@ -205,9 +239,7 @@ impl Node {
             cluster.leave(&local).await;
         };
         self.state.cluster.ready().await;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(leave_then_stop)
-            .await?;
+        connections::serve(&self.http, endpoints, leave_then_stop).await;
         self.shutdown().await
     }
 
