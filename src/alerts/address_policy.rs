@@ -126,11 +126,21 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     }
     // NAT64 (64:ff9b::/96) reaches the embedded IPv4 address.
     if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
-        return is_public_v4(Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8));
+        return is_public_v4(Ipv4Addr::new(
+            (s[6] >> 8) as u8,
+            s[6] as u8,
+            (s[7] >> 8) as u8,
+            s[7] as u8,
+        ));
     }
     // 6to4 (2002::/16) reaches the IPv4 address in bits 16..48.
     if s[0] == 0x2002 {
-        return is_public_v4(Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8));
+        return is_public_v4(Ipv4Addr::new(
+            (s[1] >> 8) as u8,
+            s[1] as u8,
+            (s[2] >> 8) as u8,
+            s[2] as u8,
+        ));
     }
     // Only global unicast (2000::/3) is public; that leaves out ::, ::1,
     // unique-local fc00::/7, link-local fe80::/10, multicast ff00::/8 and
@@ -213,9 +223,18 @@ mod tests {
         assert_eq!(strict.check_url("ftp://example.com/x"), Err(Refused::NotHttps));
         assert_eq!(strict.check_url("not a url"), Err(Refused::NotAUrl));
         assert_eq!(strict.check_url("https://u:p@example.com/"), Err(Refused::Credentials));
-        assert!(matches!(strict.check_url("https://127.0.0.1/hook"), Err(Refused::Address(_))));
-        assert!(matches!(strict.check_url("https://[::ffff:a9fe:a9fe]/"), Err(Refused::Address(_))));
-        assert!(matches!(strict.check_url("https://0x7f000001/"), Err(Refused::Address(_))));
+        assert!(matches!(
+            strict.check_url("https://127.0.0.1/hook"),
+            Err(Refused::Address(_))
+        ));
+        assert!(matches!(
+            strict.check_url("https://[::ffff:a9fe:a9fe]/"),
+            Err(Refused::Address(_))
+        ));
+        assert!(matches!(
+            strict.check_url("https://0x7f000001/"),
+            Err(Refused::Address(_))
+        ));
         assert!(strict.check_url("https://hooks.example.com/x").is_ok());
         assert!(strict.check_url("https://1.1.1.1/x").is_ok());
         let open = AddressPolicy { allow_private: true };

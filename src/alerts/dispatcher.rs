@@ -163,7 +163,10 @@ impl Dispatcher {
                 let jitter = rand::rng().random::<f64>();
                 match self.settings.backoff.next(job.created_at_ms, now, job.attempts, jitter) {
                     Next::RetryAt(at) => {
-                        self.record(&job, self.outbox.mark_retry(job.id, &self.owner, at, &cut(&error)).await);
+                        self.record(
+                            &job,
+                            self.outbox.mark_retry(job.id, &self.owner, at, &cut(&error)).await,
+                        );
                         self.wake_at(at - now);
                         Attempt::Retry(error)
                     }
@@ -196,7 +199,9 @@ impl Dispatcher {
     fn record(&self, job: &DeliveryJob, written: crate::store::StoreResult<bool>) {
         match written {
             Ok(true) => {}
-            Ok(false) => tracing::info!(delivery = %job.id, "alert delivery lease was lost before its outcome was recorded"),
+            Ok(false) => {
+                tracing::info!(delivery = %job.id, "alert delivery lease was lost before its outcome was recorded")
+            }
             Err(e) => tracing::warn!(delivery = %job.id, error = %e, "could not record an alert delivery outcome"),
         }
     }

@@ -42,7 +42,13 @@ impl Mailer {
     pub fn new(url: &str, from: &str, timeout: Duration) -> Result<Mailer, MailerError> {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             // lettre's error text can echo the URL (and its password).
-            .map_err(|e| MailerError::Url(if e.is_client() { "invalid URL".into() } else { "unusable".into() }))?
+            .map_err(|e| {
+                MailerError::Url(if e.is_client() {
+                    "invalid URL".into()
+                } else {
+                    "unusable".into()
+                })
+            })?
             .timeout(Some(timeout))
             .build();
         let from = from.parse::<Mailbox>().map_err(|e| MailerError::From(e.to_string()))?;

@@ -19,9 +19,9 @@ pub mod payload;
 pub mod resolver;
 pub mod signature;
 pub mod slack;
-pub mod webhook;
 #[doc(hidden)]
 pub mod testing;
+pub mod webhook;
 
 pub use address_policy::{AddressPolicy, Refused};
 pub use delivery::Attempt;

@@ -175,13 +175,19 @@ mod tests {
 
     #[test]
     fn people_read_who_how_much_and_when() {
-        let text = slack_message(&alert(AlertKind::Threshold, "7.5"))["text"].as_str().unwrap().to_string();
+        let text = slack_message(&alert(AlertKind::Threshold, "7.5"))["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
         assert!(text.contains("user alice"), "{text}");
         assert!(text.contains("75 %"), "{text}");
         assert!(text.contains("$7.50 of $10.00"), "{text}");
         assert!(text.contains("2027-01-01"), "{text}");
         let (subject, body) = email(&alert(AlertKind::Overage, "10.125"));
-        assert!(subject.contains("over its 2026-12 budget ($10.125 of $10.00)"), "{subject}");
+        assert!(
+            subject.contains("over its 2026-12 budget ($10.125 of $10.00)"),
+            "{subject}"
+        );
         assert!(body.contains("Spent:      10.125 USD"), "{body}");
     }
 }
