@@ -37,6 +37,9 @@ macro_rules! both {
     )*};
 }
 
+// Alert channels, deliveries and reads.
+#[path = "store/alerts.rs"]
+mod alerts;
 // Identity and tenancy: organisations and members, API keys, the usage summary.
 #[path = "store/api_keys.rs"]
 mod api_keys;

@@ -8,6 +8,7 @@ use super::extract::{AdminCaller, ApiJson, Caller};
 use super::openapi::{BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable};
 use crate::entity::EntityKey;
 use crate::identity::{Access, Principal};
+use crate::limits::alerts::Thresholds;
 use crate::limits::pricing::{Price, valid_model_name};
 use crate::limits::tier::Tier;
 use crate::money::Usd;
@@ -200,6 +201,30 @@ pub async fn put_user(
 pub struct BudgetBody {
     /// USD per calendar month (UTC).
     pub monthly_budget_usd: Usd,
+    /// Percentages of the budget that raise an alert, each once a month:
+    /// 1-100, at most 10 distinct (stored sorted). Omitted: 50, 75, 90,
+    /// 100. Spend past the budget also raises one `overage` alert.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<u8>>, min_items = 1, max_items = 10, example = json!([50, 80, 100]))]
+    pub alert_thresholds: Option<Vec<i64>>,
+}
+
+/// A budget as the store takes it: the amount and its alert thresholds
+/// (None: the defaults).
+pub(super) type Budget = (Usd, Option<Thresholds>);
+
+impl BudgetBody {
+    /// The budget, with its thresholds validated (400 naming
+    /// `alert_thresholds`).
+    pub(super) fn budget(&self) -> Result<Budget, ApiError> {
+        let thresholds = self
+            .alert_thresholds
+            .as_deref()
+            .map(Thresholds::new)
+            .transpose()
+            .map_err(|e| ApiError::invalid("alert_thresholds", e))?;
+        Ok((self.monthly_budget_usd, thresholds))
+    }
 }
 
 /// An entity's monthly budget after the change.
@@ -211,6 +236,9 @@ pub struct BudgetResponse {
     /// The budget; null when removed.
     #[schema(required = true)]
     pub monthly_budget_usd: Option<Usd>,
+    /// The alert thresholds in effect (percent); null when removed.
+    #[schema(required = true, value_type = Option<Vec<u8>>, example = json!([50, 75, 90, 100]))]
+    pub alert_thresholds: Option<Vec<u8>>,
 }
 
 /// Set a user's monthly budget
@@ -242,7 +270,7 @@ pub async fn put_user_budget(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<BudgetBody>,
 ) -> Result<Json<BudgetResponse>, ApiError> {
-    user_budget(&app, &caller, &id, Some(body.monthly_budget_usd)).await
+    user_budget(&app, &caller, &id, Some(body.budget()?)).await
 }
 
 /// Remove a user's monthly budget
@@ -280,7 +308,7 @@ async fn user_budget(
     app: &AppState,
     caller: &Principal,
     id: &str,
-    budget: Option<Usd>,
+    budget: Option<Budget>,
 ) -> Result<Json<BudgetResponse>, ApiError> {
     Access::new(caller, &app.directory)
         .may_manage_user_budget(id)
@@ -292,13 +320,16 @@ async fn user_budget(
 pub(super) async fn set_budget(
     app: &AppState,
     key: EntityKey,
-    budget: Option<Usd>,
+    budget: Option<Budget>,
 ) -> Result<Json<BudgetResponse>, ApiError> {
-    app.store.put_budget(&key, budget).await?;
-    app.router.set_budget(&key, budget.map(Usd::value)).await?;
+    let usd = budget.as_ref().map(|(usd, _)| *usd);
+    let thresholds = budget.as_ref().and_then(|(_, t)| t.as_ref());
+    app.store.put_budget_with_thresholds(&key, usd, thresholds).await?;
+    app.router.set_budget(&key, usd.map(Usd::value)).await?;
     Ok(Json(BudgetResponse {
         entity: key.to_string(),
-        monthly_budget_usd: budget,
+        monthly_budget_usd: usd,
+        alert_thresholds: usd.map(|_| thresholds.cloned().unwrap_or_default().as_slice().to_vec()),
     }))
 }
 

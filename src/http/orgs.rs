@@ -3,7 +3,7 @@
 //! are in [`super::org_members`].
 
 use super::AppState;
-use super::admin::{BudgetBody, BudgetResponse, set_budget};
+use super::admin::{Budget, BudgetBody, BudgetResponse, set_budget};
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller};
 use super::openapi::{BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable};
@@ -333,7 +333,7 @@ async fn org_budget(
     app: &Arc<AppState>,
     caller: &Principal,
     id: &str,
-    budget: Option<crate::money::Usd>,
+    budget: Option<Budget>,
 ) -> Result<Json<BudgetResponse>, ApiError> {
     Access::new(caller, &app.directory)
         .may_manage_org(id)
@@ -374,7 +374,7 @@ pub async fn put_budget(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<BudgetBody>,
 ) -> Result<Json<BudgetResponse>, ApiError> {
-    org_budget(&app, &caller, &id, Some(body.monthly_budget_usd)).await
+    org_budget(&app, &caller, &id, Some(body.budget()?)).await
 }
 
 /// Remove an organisation's monthly budget

@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod admin_token;
+pub mod alert_access;
 pub mod api_keys;
 pub mod directory;
 pub mod guest;

@@ -4,10 +4,15 @@
 //! and the spend rows are incremented, in one transaction. Many concurrent
 //! events share one transaction: while a commit is in flight the next
 //! batch gathers, so batching adapts to load with no fixed delay.
+//!
+//! A commit that fired budget alerts also wrote their pending deliveries
+//! (same transaction); the ledger then wakes the alert dispatcher through
+//! [`Ledger::alerts_written`], so delivery starts right after the commit
+//! rather than at the dispatcher's next poll.
 
 use crate::store::{Store, StoreError, UsageOutcome, UsageRow};
 use std::sync::Arc;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 /// Largest number of events in one transaction.
 pub const MAX_BATCH: usize = 1000;
@@ -33,6 +38,7 @@ pub struct Ledger {
     tx: mpsc::Sender<Pending>,
     commits: Arc<Semaphore>,
     concurrency: u32,
+    alerts_written: Arc<Notify>,
 }
 
 impl Ledger {
@@ -42,12 +48,21 @@ impl Ledger {
         let concurrency = concurrency.max(1);
         let (tx, rx) = mpsc::channel(MAX_BATCH * 8);
         let commits = Arc::new(Semaphore::new(concurrency as usize));
-        tokio::spawn(run(store, rx, commits.clone()));
+        let alerts_written = Arc::new(Notify::new());
+        tokio::spawn(run(store, rx, commits.clone(), alerts_written.clone()));
         Ledger {
             tx,
             commits,
             concurrency,
+            alerts_written,
         }
+    }
+
+    /// Notified after every commit that created alert deliveries. The
+    /// dispatcher waits on it (`notified()`); a notification that arrives
+    /// while it is busy is kept (one permit), so none is lost.
+    pub fn alerts_written(&self) -> Arc<Notify> {
+        self.alerts_written.clone()
     }
 
     /// Records one event; returns once it is durable (or known duplicate).
@@ -68,7 +83,7 @@ impl Ledger {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<Pending>, commits: Arc<Semaphore>) {
+async fn run(store: Store, mut rx: mpsc::Receiver<Pending>, commits: Arc<Semaphore>, alerts_written: Arc<Notify>) {
     while let Some(first) = rx.recv().await {
         // Wait for a commit slot first, so events keep gathering meanwhile.
         let Ok(permit) = commits.clone().acquire_owned().await else {
@@ -82,14 +97,29 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Pending>, commits: Arc<Semapho
             }
         }
         let store = store.clone();
+        let alerts_written = alerts_written.clone();
         // The commit runs on its own task: a client that hangs up does not
         // cancel a transaction other events depend on.
         tokio::spawn(async move {
             let rows: Vec<UsageRow> = batch.iter().map(|p| p.row.clone()).collect();
-            let result = store.record_usage(&rows).await;
+            let result = store.record_usage_batch(&rows).await;
             drop(permit);
             metrics::histogram!("tollgate_ledger_batch_size").record(rows.len() as f64);
-            match result {
+            if let Ok(recorded) = &result {
+                let fired = recorded.alerts;
+                if fired.threshold > 0 {
+                    metrics::counter!("tollgate_alerts_fired_total", "kind" => "threshold").increment(fired.threshold);
+                }
+                if fired.overage > 0 {
+                    metrics::counter!("tollgate_alerts_fired_total", "kind" => "overage").increment(fired.overage);
+                }
+                if fired.deliveries > 0 {
+                    // Before the replies go out: the dispatcher is already
+                    // on its way when the caller hears back.
+                    alerts_written.notify_one();
+                }
+            }
+            match result.map(|recorded| recorded.outcomes) {
                 Ok(outcomes) if outcomes.len() == batch.len() => {
                     for (pending, outcome) in batch.into_iter().zip(outcomes) {
                         let _ = pending.reply.send(Ok(outcome));

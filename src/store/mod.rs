@@ -10,6 +10,10 @@ mod sqlite;
 #[doc(hidden)]
 pub mod testing;
 
+pub use alerts::{
+    AlertFacts, AlertRecord, AlertScope, ChannelKind, ChannelRecord, ChannelScope, ChannelTarget, DeliveryJob,
+    DeliveryRecord, DeliveryStatus, MAX_ERROR_CHARS, NewChannel,
+};
 pub use identity::{
     ApiKeyRecord, CreateOrgOutcome, KeySecret, MemberOutcome, Membership, OrgRecord, OrgRole, OrgUpdate, SummaryFilter,
     SummaryGroup, SummaryRow, UnknownRole,
@@ -18,6 +22,7 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use crate::entity::EntityKey;
+use crate::limits::alerts::{self as alert_rules, AlertKind, Thresholds};
 use crate::limits::calendar::Period;
 use crate::limits::pricing::Price;
 use crate::limits::tier::Tier;
@@ -150,6 +155,24 @@ pub enum UsageOutcome {
     Duplicate { cost_usd: Decimal },
 }
 
+/// Alerts a `record_usage` transaction created (duplicates of alerts that
+/// had already fired are not counted: they were not created).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AlertsFired {
+    pub threshold: u64,
+    pub overage: u64,
+    /// Pending deliveries written for them (alerts × channels).
+    pub deliveries: u64,
+}
+
+/// What a `record_usage` transaction did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecordedBatch {
+    /// One per row given, in order.
+    pub outcomes: Vec<UsageOutcome>,
+    pub alerts: AlertsFired,
+}
+
 /// A connected store. Cloning is cheap (pools are shared).
 #[derive(Clone, Debug)]
 pub enum Store {
@@ -166,7 +189,8 @@ macro_rules! dispatch {
     };
 }
 
-// Declared after `dispatch!`, which its `impl Store` uses.
+// Declared after `dispatch!`, which their `impl Store` blocks use.
+mod alerts;
 mod identity;
 
 impl Store {
@@ -250,9 +274,21 @@ impl Store {
         dispatch!(self, s => s.user_tier(user_id).await)
     }
 
-    /// Sets (`Some`) or removes (`None`) an entity's monthly budget.
+    /// Sets (`Some`) or removes (`None`) an entity's monthly budget, with
+    /// the default alert thresholds.
     pub async fn put_budget(&self, entity: &EntityKey, budget: Option<Usd>) -> StoreResult<()> {
-        dispatch!(self, s => s.put_budget(entity, budget).await)
+        dispatch!(self, s => s.put_budget(entity, budget, None).await)
+    }
+
+    /// Sets (`Some`) or removes (`None`) an entity's monthly budget and its
+    /// alert thresholds (`None`: the defaults, 50/75/90/100 %).
+    pub async fn put_budget_with_thresholds(
+        &self,
+        entity: &EntityKey,
+        budget: Option<Usd>,
+        thresholds: Option<&Thresholds>,
+    ) -> StoreResult<()> {
+        dispatch!(self, s => s.put_budget(entity, budget, thresholds).await)
     }
 
     // --- the entity actor's start-up read ---------------------------------
@@ -292,10 +328,17 @@ impl Store {
     /// `event_id` is inserted into `model_usage`, and each charged
     /// entity's `entity_spend` row for the row's period is incremented by
     /// the sum of its new rows' costs; budget alerts crossed by the change
-    /// are inserted into `usage_alerts`. Rows whose `event_id` already
+    /// are inserted into `usage_alerts`, with one pending delivery per
+    /// channel that should hear of each. Rows whose `event_id` already
     /// exists (in the table or earlier in the batch) change nothing and come
     /// back as `Duplicate`. All or nothing: on error nothing is recorded.
     pub async fn record_usage(&self, rows: &[UsageRow]) -> StoreResult<Vec<UsageOutcome>> {
+        Ok(self.record_usage_batch(rows).await?.outcomes)
+    }
+
+    /// [`Store::record_usage`], also saying how many alerts fired and
+    /// deliveries were created (the ledger wakes the dispatcher on those).
+    pub async fn record_usage_batch(&self, rows: &[UsageRow]) -> StoreResult<RecordedBatch> {
         dispatch!(self, s => s.record_usage(rows).await)
     }
 
@@ -492,6 +535,65 @@ fn stored_usd(value: Decimal, column: &'static str) -> StoreResult<Usd> {
     Usd::new(value).map_err(|_| StoreError::Corrupt {
         column,
         value: value.to_string(),
+    })
+}
+
+/// The alerts one `record_usage` transaction raises, as column arrays for
+/// one multi-row insert.
+#[derive(Debug, Default)]
+struct RaisedAlerts {
+    entities: Vec<String>,
+    periods: Vec<String>,
+    kinds: Vec<&'static str>,
+    thresholds: Vec<u8>,
+    levels: Vec<&'static str>,
+    spent: Vec<Decimal>,
+    limits: Vec<Decimal>,
+}
+
+impl RaisedAlerts {
+    fn is_empty(&self) -> bool {
+        self.entities.is_empty()
+    }
+
+    /// Adds the alerts a spend change from `before` to `after` raises
+    /// against `limit`, with the budget's stored thresholds (`None`: the
+    /// defaults). A stored list that does not parse (written by hand)
+    /// falls back to the defaults rather than failing the ledger.
+    fn add(
+        &mut self,
+        entity: &EntityKey,
+        period: &str,
+        thresholds: Option<&str>,
+        before: Decimal,
+        after: Decimal,
+        limit: Decimal,
+    ) {
+        let thresholds = match thresholds.map(Thresholds::parse) {
+            None => Thresholds::default(),
+            Some(Ok(t)) => t,
+            Some(Err(err)) => {
+                tracing::warn!(entity = %entity, error = %err, "stored alert thresholds are invalid; using the defaults");
+                Thresholds::default()
+            }
+        };
+        for (kind, pct) in alert_rules::raised(&thresholds, before, after, limit) {
+            self.entities.push(entity.as_str().to_string());
+            self.periods.push(period.to_string());
+            self.kinds.push(kind.as_str());
+            self.thresholds.push(pct);
+            self.levels.push(alert_rules::level(kind, pct));
+            self.spent.push(after);
+            self.limits.push(limit);
+        }
+    }
+}
+
+/// A stored alert kind.
+fn stored_alert_kind(text: &str) -> StoreResult<AlertKind> {
+    AlertKind::parse(text).ok_or_else(|| StoreError::Corrupt {
+        column: "usage_alerts.kind",
+        value: text.to_string(),
     })
 }
 

@@ -7,12 +7,12 @@
 //! writing overlapping rows lock them in the same order (no deadlocks).
 
 use super::{
-    CounterDelta, EntityRecord, StoreError, StoreResult, UsageOutcome, UsageRow, WindowCount, WindowKind,
-    aggregate_deltas, count_from_db, first_occurrences, spend_increments, stored, stored_threshold, stored_usd,
-    subject_columns, to_i64, usage_outcomes,
+    AlertsFired, CounterDelta, EntityRecord, RaisedAlerts, RecordedBatch, StoreError, StoreResult, UsageRow,
+    WindowCount, WindowKind, aggregate_deltas, count_from_db, first_occurrences, spend_increments, stored,
+    stored_threshold, stored_usd, subject_columns, to_i64, usage_outcomes,
 };
 use crate::entity::{EntityKey, EntityKind};
-use crate::limits::alerts;
+use crate::limits::alerts::Thresholds;
 use crate::limits::calendar::{DAY_MS, Period};
 use crate::limits::pricing::Price;
 use crate::limits::tier::Tier;
@@ -44,6 +44,7 @@ macro_rules! at_ms {
 }
 
 // Declared after `ms_of!` and `at_ms!`, which they use.
+mod alerts;
 mod keys;
 mod orgs;
 mod ownership;
@@ -213,16 +214,22 @@ impl PgStore {
         Ok(tier)
     }
 
-    pub async fn put_budget(&self, entity: &EntityKey, budget: Option<Usd>) -> StoreResult<()> {
+    pub async fn put_budget(
+        &self,
+        entity: &EntityKey,
+        budget: Option<Usd>,
+        thresholds: Option<&Thresholds>,
+    ) -> StoreResult<()> {
         match budget {
             Some(budget) => {
                 sqlx::query(
-                    "INSERT INTO budget_limits (entity, monthly_budget_usd) VALUES ($1, $2) \
+                    "INSERT INTO budget_limits (entity, monthly_budget_usd, alert_thresholds) VALUES ($1, $2, $3) \
                      ON CONFLICT (entity) DO UPDATE SET monthly_budget_usd = excluded.monthly_budget_usd, \
-                         updated_at = now()",
+                         alert_thresholds = excluded.alert_thresholds, updated_at = now()",
                 )
                 .bind(entity.as_str())
                 .bind(budget.value())
+                .bind(thresholds.map(Thresholds::to_string))
                 .execute(&self.pool)
                 .await?;
             }
@@ -324,9 +331,9 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn record_usage(&self, rows: &[UsageRow]) -> StoreResult<Vec<UsageOutcome>> {
+    pub async fn record_usage(&self, rows: &[UsageRow]) -> StoreResult<RecordedBatch> {
         if rows.is_empty() {
-            return Ok(Vec::new());
+            return Ok(RecordedBatch::default());
         }
         let first = first_occurrences(rows);
         // First occurrences, inserted in event_id order (a fixed lock order
@@ -422,6 +429,7 @@ impl PgStore {
         // new totals and the entities' budgets.
         let increments = spend_increments(rows, &inserted)?;
         let mut totals = HashMap::with_capacity(increments.len());
+        let mut fired = AlertsFired::default();
         if !increments.is_empty() {
             let mut by_text: HashMap<(&str, String), (&EntityKey, Period, Decimal)> =
                 HashMap::with_capacity(increments.len());
@@ -434,14 +442,14 @@ impl PgStore {
                 amounts.push(*added);
                 by_text.insert((key.as_str(), period.to_string()), (key, *period, *added));
             }
-            let updated: Vec<(String, String, Decimal, Option<Decimal>)> = sqlx::query_as(
+            let updated: Vec<(String, String, Decimal, Option<Decimal>, Option<String>)> = sqlx::query_as(
                 "WITH up AS ( \
                      INSERT INTO entity_spend (entity, period, spent_usd) \
                      SELECT e, p, s FROM UNNEST($1::text[], $2::text[], $3::numeric[]) AS t(e, p, s) \
                      ON CONFLICT (entity, period) \
                      DO UPDATE SET spent_usd = entity_spend.spent_usd + excluded.spent_usd, updated_at = now() \
                      RETURNING entity, period, spent_usd) \
-                 SELECT up.entity, up.period, up.spent_usd, b.monthly_budget_usd \
+                 SELECT up.entity, up.period, up.spent_usd, b.monthly_budget_usd, b.alert_thresholds \
                  FROM up LEFT JOIN budget_limits b ON b.entity = up.entity",
             )
             .bind(entities)
@@ -450,13 +458,8 @@ impl PgStore {
             .fetch_all(&mut *tx)
             .await?;
 
-            let mut alert_entities = Vec::new();
-            let mut alert_periods = Vec::new();
-            let mut alert_thresholds = Vec::new();
-            let mut alert_levels = Vec::new();
-            let mut alert_spent = Vec::new();
-            let mut alert_limits = Vec::new();
-            for (entity, period_text, after, budget) in updated {
+            let mut raised = RaisedAlerts::default();
+            for (entity, period_text, after, budget, thresholds) in updated {
                 let Some(&(key, period, added)) = by_text.get(&(entity.as_str(), period_text.clone())) else {
                     return Err(StoreError::Corrupt {
                         column: "entity_spend.entity",
@@ -468,36 +471,58 @@ impl PgStore {
                     value: after.to_string(),
                 })?;
                 if let Some(limit) = budget {
-                    for pct in alerts::crossed(before, after, limit) {
-                        alert_entities.push(key.as_str());
-                        alert_periods.push(period_text.clone());
-                        alert_thresholds.push(i32::from(pct));
-                        alert_levels.push(alerts::level(pct));
-                        alert_spent.push(after);
-                        alert_limits.push(limit);
-                    }
+                    raised.add(key, &period_text, thresholds.as_deref(), before, after, limit);
                 }
                 totals.insert((key.clone(), period), after);
             }
-            if !alert_entities.is_empty() {
-                sqlx::query(
-                    "INSERT INTO usage_alerts (entity, period, threshold, level, spent_usd, limit_usd) \
-                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::text[], \
-                                          $5::numeric[], $6::numeric[]) \
-                     ON CONFLICT (entity, period, threshold) DO NOTHING",
+            if !raised.is_empty() {
+                // One statement: the new alerts (the unique key drops any
+                // that already fired) feed one delivery per live channel
+                // that should hear of them — platform channels, and the
+                // channels of the entity's organisation (a user's: the one
+                // they belong to now).
+                let (threshold_alerts, overage_alerts, deliveries): (i64, i64, i64) = sqlx::query_as(
+                    "WITH new_alerts AS ( \
+                         INSERT INTO usage_alerts (id, entity, period, kind, threshold, level, spent_usd, limit_usd) \
+                         SELECT gen_random_uuid(), e, p, k, t, l, s, m \
+                         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::text[], \
+                                     $6::numeric[], $7::numeric[]) AS x(e, p, k, t, l, s, m) \
+                         ON CONFLICT (entity, period, kind, threshold) DO NOTHING \
+                         RETURNING id, entity, kind), \
+                     new_deliveries AS ( \
+                         INSERT INTO alert_deliveries (id, alert_id, channel_id) \
+                         SELECT gen_random_uuid(), a.id, c.id FROM new_alerts a \
+                         JOIN alert_channels c ON c.deleted_at IS NULL AND (c.org_id IS NULL OR c.org_id = \
+                             CASE WHEN a.entity LIKE 'org:%' THEN substr(a.entity, 5) \
+                                  WHEN a.entity LIKE 'user:%' THEN \
+                                      (SELECT m.org_id FROM org_members m WHERE m.user_id = substr(a.entity, 6)) \
+                             END) \
+                         RETURNING 1) \
+                     SELECT (SELECT count(*) FROM new_alerts WHERE kind = 'threshold'), \
+                            (SELECT count(*) FROM new_alerts WHERE kind = 'overage'), \
+                            (SELECT count(*) FROM new_deliveries)",
                 )
-                .bind(alert_entities)
-                .bind(alert_periods)
-                .bind(alert_thresholds)
-                .bind(alert_levels)
-                .bind(alert_spent)
-                .bind(alert_limits)
-                .execute(&mut *tx)
+                .bind(raised.entities)
+                .bind(raised.periods)
+                .bind(raised.kinds)
+                .bind(raised.thresholds.into_iter().map(i32::from).collect::<Vec<_>>())
+                .bind(raised.levels)
+                .bind(raised.spent)
+                .bind(raised.limits)
+                .fetch_one(&mut *tx)
                 .await?;
+                fired = AlertsFired {
+                    threshold: count_from_db(threshold_alerts),
+                    overage: count_from_db(overage_alerts),
+                    deliveries: count_from_db(deliveries),
+                };
             }
         }
         tx.commit().await?;
-        usage_outcomes(rows, &first, &inserted, &existing_cost, &totals)
+        Ok(RecordedBatch {
+            outcomes: usage_outcomes(rows, &first, &inserted, &existing_cost, &totals)?,
+            alerts: fired,
+        })
     }
 
     // --- reads ----------------------------------------------------------------
@@ -545,7 +570,8 @@ impl PgStore {
 
     pub async fn alerts_fired(&self, entity: &EntityKey, period: Period) -> StoreResult<Vec<u8>> {
         let thresholds: Vec<i32> = sqlx::query_scalar(
-            "SELECT threshold FROM usage_alerts WHERE entity = $1 AND period = $2 ORDER BY threshold",
+            "SELECT threshold FROM usage_alerts WHERE entity = $1 AND period = $2 AND kind = 'threshold' \
+             ORDER BY threshold",
         )
         .bind(entity.as_str())
         .bind(period.to_string())

@@ -8,12 +8,12 @@
 //! read-modify-write cannot race another writer).
 
 use super::{
-    CounterDelta, EntityRecord, StoreError, StoreResult, UsageOutcome, UsageRow, WindowCount, WindowKind,
-    aggregate_deltas, checked_add, count_from_db, first_occurrences, spend_increments, stored, stored_threshold,
-    stored_usd, subject_columns, to_i64, usage_outcomes,
+    AlertsFired, CounterDelta, EntityRecord, RaisedAlerts, RecordedBatch, StoreError, StoreResult, UsageRow,
+    WindowCount, WindowKind, aggregate_deltas, checked_add, count_from_db, first_occurrences, spend_increments, stored,
+    stored_alert_kind, stored_threshold, stored_usd, subject_columns, to_i64, usage_outcomes,
 };
 use crate::entity::{EntityKey, EntityKind};
-use crate::limits::alerts;
+use crate::limits::alerts::{AlertKind, Thresholds};
 use crate::limits::calendar::{DAY_MS, Period};
 use crate::limits::pricing::Price;
 use crate::limits::tier::Tier;
@@ -26,6 +26,7 @@ use sqlx::{QueryBuilder, Sqlite};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
+use uuid::Uuid;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -48,6 +49,7 @@ macro_rules! now_ms_sql {
 }
 
 // Declared after `now_ms_sql!`, which they use.
+mod alerts;
 mod keys;
 mod orgs;
 mod ownership;
@@ -213,17 +215,23 @@ impl SqliteStore {
         Ok(tier)
     }
 
-    pub async fn put_budget(&self, entity: &EntityKey, budget: Option<Usd>) -> StoreResult<()> {
+    pub async fn put_budget(
+        &self,
+        entity: &EntityKey,
+        budget: Option<Usd>,
+        thresholds: Option<&Thresholds>,
+    ) -> StoreResult<()> {
         match budget {
             Some(budget) => {
                 sqlx::query(concat!(
-                    "INSERT INTO budget_limits (entity, monthly_budget_usd) VALUES ($1, $2) ",
+                    "INSERT INTO budget_limits (entity, monthly_budget_usd, alert_thresholds) VALUES ($1, $2, $3) ",
                     "ON CONFLICT (entity) DO UPDATE SET monthly_budget_usd = excluded.monthly_budget_usd, ",
-                    "updated_at = ",
+                    "alert_thresholds = excluded.alert_thresholds, updated_at = ",
                     now_ms_sql!()
                 ))
                 .bind(entity.as_str())
                 .bind(money_text(budget.value()))
+                .bind(thresholds.map(Thresholds::to_string))
                 .execute(&self.pool)
                 .await?;
             }
@@ -320,9 +328,9 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub async fn record_usage(&self, rows: &[UsageRow]) -> StoreResult<Vec<UsageOutcome>> {
+    pub async fn record_usage(&self, rows: &[UsageRow]) -> StoreResult<RecordedBatch> {
         if rows.is_empty() {
-            return Ok(Vec::new());
+            return Ok(RecordedBatch::default());
         }
         let first = first_occurrences(rows);
         let mut inserted = vec![false; rows.len()];
@@ -368,12 +376,17 @@ impl SqliteStore {
         }
 
         let mut totals = HashMap::new();
+        let mut raised = RaisedAlerts::default();
         for ((key, period), added) in spend_increments(rows, &inserted)? {
-            let after = add_spend(&mut tx, &key, period, added).await?;
+            let after = add_spend(&mut tx, &key, period, added, &mut raised).await?;
             totals.insert((key, period), after);
         }
+        let alerts = insert_alerts(&mut tx, raised).await?;
         tx.commit().await?;
-        usage_outcomes(rows, &first, &inserted, &existing_cost, &totals)
+        Ok(RecordedBatch {
+            outcomes: usage_outcomes(rows, &first, &inserted, &existing_cost, &totals)?,
+            alerts,
+        })
     }
 
     // --- reads ----------------------------------------------------------------
@@ -424,7 +437,8 @@ impl SqliteStore {
 
     pub async fn alerts_fired(&self, entity: &EntityKey, period: Period) -> StoreResult<Vec<u8>> {
         let thresholds: Vec<i64> = sqlx::query_scalar(
-            "SELECT threshold FROM usage_alerts WHERE entity = $1 AND period = $2 ORDER BY threshold",
+            "SELECT threshold FROM usage_alerts WHERE entity = $1 AND period = $2 AND kind = 'threshold' \
+             ORDER BY threshold",
         )
         .bind(entity.as_str())
         .bind(period.to_string())
@@ -434,18 +448,21 @@ impl SqliteStore {
     }
 }
 
-/// Adds `added` to one spend row inside the caller's transaction, inserts
-/// the budget alerts the change crosses, and returns the new total.
+/// Adds `added` to one spend row inside the caller's transaction, adds
+/// the budget alerts the change raises to `raised`, and returns the new
+/// total.
 async fn add_spend(
     conn: &mut SqliteConnection,
     key: &EntityKey,
     period: Period,
     added: Decimal,
+    raised: &mut RaisedAlerts,
 ) -> StoreResult<Decimal> {
     let period_text = period.to_string();
-    let (spent, budget): (Option<String>, Option<String>) = sqlx::query_as(
+    let (spent, budget, thresholds): (Option<String>, Option<String>, Option<String>) = sqlx::query_as(
         "SELECT (SELECT spent_usd FROM entity_spend WHERE entity = $1 AND period = $2), \
-                (SELECT monthly_budget_usd FROM budget_limits WHERE entity = $1)",
+                (SELECT monthly_budget_usd FROM budget_limits WHERE entity = $1), \
+                (SELECT alert_thresholds FROM budget_limits WHERE entity = $1)",
     )
     .bind(key.as_str())
     .bind(&period_text)
@@ -469,22 +486,81 @@ async fn add_spend(
 
     if let Some(budget) = budget {
         let limit = decimal(&budget, "budget_limits.monthly_budget_usd")?;
-        for pct in alerts::crossed(before, after, limit) {
-            sqlx::query(
-                "INSERT INTO usage_alerts (entity, period, threshold, level, spent_usd, limit_usd) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (entity, period, threshold) DO NOTHING",
-            )
-            .bind(key.as_str())
-            .bind(&period_text)
-            .bind(i64::from(pct))
-            .bind(alerts::level(pct))
-            .bind(money_text(after))
-            .bind(money_text(limit))
-            .execute(&mut *conn)
-            .await?;
-        }
+        raised.add(key, &period_text, thresholds.as_deref(), before, after, limit);
     }
     Ok(after.normalize())
+}
+
+/// Rows per multi-row alert insert (9 binds each).
+const ALERT_CHUNK: usize = 100;
+
+/// SQL for a random (v4) UUID as text: SQLite has no UUID function.
+macro_rules! random_uuid_sql {
+    () => {
+        "lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) || '-' \
+         || substr('89ab', 1 + (abs(random()) % 4), 1) || substr(hex(randomblob(2)), 2) || '-' \
+         || hex(randomblob(6)))"
+    };
+}
+
+/// Inserts the raised alerts (those that already fired are dropped by the
+/// unique key) and one pending delivery for each new alert and each live
+/// channel that should hear of it: platform channels, and the channels of
+/// the entity's organisation (a user's: the one they belong to now).
+async fn insert_alerts(conn: &mut SqliteConnection, raised: RaisedAlerts) -> StoreResult<AlertsFired> {
+    let mut fired = AlertsFired::default();
+    if raised.is_empty() {
+        return Ok(fired);
+    }
+    let mut new_ids: Vec<String> = Vec::new();
+    let rows: Vec<usize> = (0..raised.entities.len()).collect();
+    for chunk in rows.chunks(ALERT_CHUNK) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO usage_alerts (id, entity, period, kind, threshold, level, spent_usd, limit_usd) ",
+        );
+        query.push_values(chunk, |mut b, &i| {
+            b.push_bind(Uuid::new_v4().hyphenated().to_string())
+                .push_bind(raised.entities[i].as_str())
+                .push_bind(raised.periods[i].as_str())
+                .push_bind(raised.kinds[i])
+                .push_bind(i64::from(raised.thresholds[i]))
+                .push_bind(raised.levels[i])
+                .push_bind(money_text(raised.spent[i]))
+                .push_bind(money_text(raised.limits[i]));
+        });
+        query.push(" ON CONFLICT (entity, period, kind, threshold) DO NOTHING RETURNING id, kind");
+        let inserted: Vec<(String, String)> = query.build_query_as().fetch_all(&mut *conn).await?;
+        for (id, kind) in inserted {
+            match stored_alert_kind(&kind)? {
+                AlertKind::Threshold => fired.threshold += 1,
+                AlertKind::Overage => fired.overage += 1,
+            }
+            new_ids.push(id);
+        }
+    }
+    if new_ids.is_empty() {
+        return Ok(fired);
+    }
+    let ids = serde_json::to_string(&new_ids).map_err(|e| StoreError::Corrupt {
+        column: "usage_alerts.id",
+        value: e.to_string(),
+    })?;
+    let done = sqlx::query(concat!(
+        "INSERT INTO alert_deliveries (id, alert_id, channel_id) SELECT ",
+        random_uuid_sql!(),
+        ", a.id, c.id FROM usage_alerts a \
+         JOIN alert_channels c ON c.deleted_at IS NULL AND (c.org_id IS NULL OR c.org_id = \
+             CASE WHEN a.entity LIKE 'org:%' THEN substr(a.entity, 5) \
+                  WHEN a.entity LIKE 'user:%' THEN \
+                      (SELECT m.org_id FROM org_members m WHERE m.user_id = substr(a.entity, 6)) \
+             END) \
+         WHERE a.id IN (SELECT value FROM json_each($1))"
+    ))
+    .bind(ids)
+    .execute(&mut *conn)
+    .await?;
+    fired.deliveries = done.rows_affected();
+    Ok(fired)
 }
 
 /// The exact text an amount is stored as.

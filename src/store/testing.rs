@@ -109,6 +109,34 @@ pub async fn user_organization_id(store: &Store, user_id: &str) -> Option<String
         .flatten()
 }
 
+/// Inserts a `usage_alerts` row the way releases before 0005 did (no id,
+/// no kind), for testing that migration on an old database.
+pub async fn insert_legacy_alert(store: &Store, entity: &str, period: &str, threshold: i32) {
+    let done: Result<(), sqlx::Error> = match store {
+        Store::Sqlite(s) => sqlx::query(
+            "INSERT INTO usage_alerts (entity, period, threshold, level, spent_usd, limit_usd) \
+                 VALUES ($1, $2, $3, 'info', '5', '10')",
+        )
+        .bind(entity)
+        .bind(period)
+        .bind(threshold)
+        .execute(s.pool())
+        .await
+        .map(drop),
+        Store::Postgres(s) => sqlx::query(
+            "INSERT INTO usage_alerts (entity, period, threshold, level, spent_usd, limit_usd) \
+                 VALUES ($1, $2, $3, 'info', 5, 10)",
+        )
+        .bind(entity)
+        .bind(period)
+        .bind(threshold)
+        .execute(s.pool())
+        .await
+        .map(drop),
+    };
+    done.unwrap_or_else(|e| panic!("cannot insert a legacy alert: {e}"));
+}
+
 /// Closes a store made by [`fresh_postgres`] and drops its database (best
 /// effort: failures are printed, not raised). Does nothing for SQLite.
 pub async fn drop_postgres(store: Store) {
