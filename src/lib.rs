@@ -7,6 +7,7 @@
 //! Postgres), with [`ledger`] group-committing usage.
 
 pub mod actor;
+pub mod alerts;
 pub mod catalog;
 pub mod cluster;
 pub mod config;

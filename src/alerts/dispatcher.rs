@@ -1,0 +1,231 @@
+//! The delivery loop of a node.
+//!
+//! Claims due deliveries (a batch, under a lease), sends them concurrently
+//! (at most `--alert-concurrency` in flight) and records each outcome. It
+//! sleeps until woken: by the ledger right after a commit that created
+//! deliveries (so an alert leaves within milliseconds of the spend that
+//! fired it), by a finished send (a slot is free), by a retry coming due
+//! on this node, or at the latest after `--alert-poll-ms` (deliveries
+//! created on other nodes, leases of nodes that died).
+
+use super::backoff::{Backoff, Next};
+use super::delivery::Attempt;
+use super::outbox::{AlertKind, DeliveryJob, Outbox};
+use super::{AlertConfig, Senders};
+use crate::limits::calendar::now_ms;
+use rand::Rng;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// Stored error texts are cut to this many bytes.
+const MAX_ERROR_LEN: usize = 500;
+
+/// Counts alerts fired by a ledger commit (`tollgate_alerts_fired_total`).
+pub fn count_fired(kind: AlertKind, n: u64) {
+    metrics::counter!("tollgate_alerts_fired_total", "kind" => kind.as_str()).increment(n);
+}
+
+/// Timing of the loop.
+#[derive(Debug, Clone, Copy)]
+pub struct DispatchSettings {
+    pub lease: Duration,
+    pub concurrency: usize,
+    pub poll: Duration,
+    pub backoff: Backoff,
+}
+
+impl DispatchSettings {
+    pub fn from_config(config: &AlertConfig) -> DispatchSettings {
+        DispatchSettings {
+            lease: config.lease(),
+            concurrency: usize::try_from(config.alert_concurrency).unwrap_or(64).max(1),
+            poll: Duration::from_millis(config.alert_poll_ms),
+            backoff: Backoff::new(Duration::from_millis(config.alert_retry_base_ms)),
+        }
+    }
+}
+
+/// A node's dispatcher, before it runs.
+pub struct Dispatcher {
+    outbox: Arc<dyn Outbox>,
+    senders: Senders,
+    /// The lease owner: the node id and a per-process nonce, so a restarted
+    /// process never mistakes its predecessor's leases for its own.
+    owner: String,
+    settings: DispatchSettings,
+    wake: Arc<Notify>,
+}
+
+/// A running dispatcher.
+pub struct DispatcherHandle {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl DispatcherHandle {
+    /// Stops claiming, waits for the sends in flight to be recorded (each
+    /// bounded by `--alert-timeout-ms`), then returns. A delivery cut off
+    /// anyway keeps its lease until it expires and is retried.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+impl Dispatcher {
+    /// `wake` is the `Notify` the ledger signals (`notify_one`) after a
+    /// commit that created deliveries.
+    pub fn new(
+        outbox: Arc<dyn Outbox>,
+        senders: Senders,
+        node_id: &str,
+        settings: DispatchSettings,
+        wake: Arc<Notify>,
+    ) -> Dispatcher {
+        Dispatcher {
+            outbox,
+            senders,
+            owner: format!("{node_id}/{}", uuid::Uuid::new_v4().simple()),
+            settings,
+            wake,
+        }
+    }
+
+    pub fn spawn(self) -> DispatcherHandle {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(Arc::new(self).run(stopped));
+        DispatcherHandle { stop, task }
+    }
+
+    async fn run(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
+        let slots = Arc::new(Semaphore::new(self.settings.concurrency));
+        let mut in_flight = JoinSet::new();
+        let mut depth_due = tokio::time::Instant::now();
+        loop {
+            if *stopped.borrow() {
+                break;
+            }
+            while in_flight.try_join_next().is_some() {}
+            let free = slots.available_permits();
+            let mut filled = false;
+            if free > 0 {
+                match self.outbox.claim(&self.owner, self.settings.lease, free).await {
+                    Ok(jobs) => {
+                        filled = jobs.len() == free;
+                        for job in jobs {
+                            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                                break;
+                            };
+                            let this = self.clone();
+                            in_flight.spawn(async move {
+                                this.attempt(job).await;
+                                drop(slot);
+                                // A slot is free: claim more if any are due.
+                                this.wake.notify_one();
+                            });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not claim alert deliveries"),
+                }
+            }
+            if tokio::time::Instant::now() >= depth_due {
+                depth_due = tokio::time::Instant::now() + self.settings.poll;
+                match self.outbox.pending().await {
+                    Ok(depth) => metrics::gauge!("tollgate_alert_outbox_depth").set(depth as f64),
+                    Err(e) => tracing::debug!(error = %e, "could not read the alert outbox depth"),
+                }
+            }
+            if filled {
+                // Every slot was used: more may be due. The next round
+                // claims as soon as a send finishes (it wakes us).
+                if slots.available_permits() > 0 {
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.settings.poll) => {}
+                _ = stopped.changed() => {}
+            }
+        }
+        while in_flight.join_next().await.is_some() {}
+    }
+
+    /// One attempt of one delivery, and its outcome recorded.
+    async fn attempt(&self, job: DeliveryJob) {
+        let kind = job.channel.kind.as_str();
+        let outcome = self.senders.send(&job, now_ms()).await;
+        let now = now_ms();
+        let outcome = match outcome {
+            Attempt::Retry(error) => {
+                let jitter = rand::rng().random::<f64>();
+                match self.settings.backoff.next(job.created_at_ms, now, job.attempts, jitter) {
+                    Next::RetryAt(at) => {
+                        self.record(
+                            &job,
+                            self.outbox.mark_retry(job.id, &self.owner, at, &cut(&error)).await,
+                        );
+                        self.wake_at(at - now);
+                        Attempt::Retry(error)
+                    }
+                    Next::GiveUp => Attempt::Dead(format!("gave up after 24 h: {error}")),
+                }
+            }
+            other => other,
+        };
+        metrics::counter!("tollgate_alert_deliveries_total", "channel_kind" => kind, "outcome" => outcome.label())
+            .increment(1);
+        match outcome {
+            Attempt::Delivered => {
+                let latency_ms = (now - job.alert.created_at_ms).max(0);
+                metrics::histogram!("tollgate_alert_delivery_latency_seconds").record(latency_ms as f64 / 1000.0);
+                self.record(&job, self.outbox.mark_delivered(job.id, &self.owner).await);
+            }
+            Attempt::Dead(error) => {
+                metrics::counter!("tollgate_alert_deliveries_dead_total").increment(1);
+                tracing::warn!(delivery = %job.id, channel = %job.channel.id, attempts = job.attempts, error = %error, "alert delivery is dead");
+                self.record(&job, self.outbox.mark_dead(job.id, &self.owner, &cut(&error)).await);
+            }
+            Attempt::Retry(error) => {
+                tracing::debug!(delivery = %job.id, channel = %job.channel.id, attempts = job.attempts, error = %error, "alert delivery will be retried");
+            }
+        }
+    }
+
+    /// Logs an outcome that could not be recorded. The lease then expires
+    /// and the delivery is tried again: at least once, never lost.
+    fn record(&self, job: &DeliveryJob, written: crate::store::StoreResult<bool>) {
+        match written {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(delivery = %job.id, "alert delivery lease was lost before its outcome was recorded")
+            }
+            Err(e) => tracing::warn!(delivery = %job.id, error = %e, "could not record an alert delivery outcome"),
+        }
+    }
+
+    /// Wakes the loop when a retry scheduled on this node comes due, so
+    /// retries keep their backoff gaps instead of waiting for the poll.
+    fn wake_at(&self, in_ms: i64) {
+        let wake = self.wake.clone();
+        let delay = Duration::from_millis(u64::try_from(in_ms).unwrap_or(0));
+        if delay > self.settings.poll {
+            return; // the poll comes first anyway
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            wake.notify_one();
+        });
+    }
+}
+
+/// An error text cut to [`MAX_ERROR_LEN`] bytes on a character boundary.
+fn cut(text: &str) -> String {
+    let mut end = text.len().min(MAX_ERROR_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
