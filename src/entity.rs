@@ -4,6 +4,7 @@
 //! `ip:<normalised address>`, `fp:<fingerprint>`. The key is the unit of
 //! ownership: one actor per key, one owner node per key in a cluster.
 
+use ipnet::{IpNet, Ipv6Net};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -104,10 +105,55 @@ impl EntityKey {
         }
     }
 
-    /// Parses and normalises a textual IP address.
+    /// A guest by address, IPv6 folded to its `ipv6_prefix` network
+    /// (`ip:2001:db8:1:2::/64`): one subscriber holds a whole /64, so
+    /// keying by address would let it pick a fresh guest per request.
+    /// IPv4 (and IPv4-mapped IPv6) stays one address. A prefix of 128 or
+    /// more keeps IPv6 addresses whole.
+    ///
+    /// ```
+    /// use tollgate::entity::EntityKey;
+    ///
+    /// let a = EntityKey::guest_ip("2001:db8:1:2::7".parse().unwrap(), 64);
+    /// let b = EntityKey::guest_ip("2001:db8:1:2:ffff::1".parse().unwrap(), 64);
+    /// assert_eq!(a, b);
+    /// assert_eq!(a.as_str(), "ip:2001:db8:1:2::/64");
+    /// assert_eq!(EntityKey::parse(a.as_str()).unwrap(), a);
+    /// ```
+    pub fn guest_ip(addr: IpAddr, ipv6_prefix: u8) -> Self {
+        match normalise_ip(addr) {
+            IpAddr::V6(v6) if ipv6_prefix < 128 => match Ipv6Net::new(v6, ipv6_prefix) {
+                Ok(net) => Self::ip_net(IpNet::V6(net.trunc())),
+                Err(_) => Self::ip(IpAddr::V6(v6)),
+            },
+            other => Self::ip(other),
+        }
+    }
+
+    /// Parses and normalises a textual IP address, or a network as
+    /// [`EntityKey::guest_ip`] writes it (`2001:db8:1:2::/64`; host bits
+    /// are cleared, and a full-length prefix is the bare address).
     pub fn ip_str(text: &str) -> Result<Self, KeyError> {
-        let addr: IpAddr = text.trim().parse().map_err(|_| KeyError::BadIp)?;
+        let text = text.trim();
+        if text.contains('/') {
+            let net: IpNet = text.parse().map_err(|_| KeyError::BadIp)?;
+            return Ok(match net {
+                IpNet::V6(v6) if v6.prefix_len() < 128 && v6.addr().to_ipv4_mapped().is_none() => {
+                    Self::ip_net(IpNet::V6(v6.trunc()))
+                }
+                IpNet::V4(v4) if v4.prefix_len() < 32 => Self::ip_net(IpNet::V4(v4.trunc())),
+                other => Self::ip(other.addr()),
+            });
+        }
+        let addr: IpAddr = text.parse().map_err(|_| KeyError::BadIp)?;
         Ok(Self::ip(addr))
+    }
+
+    fn ip_net(net: IpNet) -> Self {
+        EntityKey {
+            kind: EntityKind::Ip,
+            text: format!("ip:{net}").into(),
+        }
     }
 
     /// A guest browser fingerprint.
@@ -196,6 +242,8 @@ mod tests {
             "ip:203.0.113.7",
             "fp:fp-a",
             "ip:2001:db8::1",
+            "ip:2001:db8:1:2::/64",
+            "ip:10.0.0.0/8",
         ] {
             let key = EntityKey::parse(text).expect(text);
             assert_eq!(key.as_str(), text);
@@ -210,6 +258,22 @@ mod tests {
             EntityKey::ip_str("203.0.113.7").unwrap()
         );
         assert_eq!(EntityKey::ip_str("203.0.113.7").unwrap().id(), "203.0.113.7");
+    }
+
+    #[test]
+    fn networks_are_canonical() {
+        assert_eq!(
+            EntityKey::ip_str("2001:db8:1:2:3::9/64").unwrap().as_str(),
+            "ip:2001:db8:1:2::/64"
+        );
+        assert_eq!(EntityKey::ip_str("2001:db8::9/128").unwrap().as_str(), "ip:2001:db8::9");
+        assert_eq!(EntityKey::ip_str("203.0.113.7/32").unwrap().as_str(), "ip:203.0.113.7");
+        assert_eq!(EntityKey::ip_str("2001:db8::/999"), Err(KeyError::BadIp));
+        let v6: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        assert_eq!(EntityKey::guest_ip(v6, 128).as_str(), "ip:2001:db8:1:2::1");
+        assert_eq!(EntityKey::guest_ip(v6, 48).as_str(), "ip:2001:db8:1::/48");
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(EntityKey::guest_ip(mapped, 64).as_str(), "ip:192.0.2.1");
     }
 
     #[test]

@@ -51,15 +51,22 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let node = Node::start(&config).await.context("starting the node")?;
-    if let Some(token) = node.generated_admin_token() {
-        eprintln!(
-            "\nNo admin token was configured, so one was generated. It is shown only now; only its hash is stored:\n\n    {token}\n\nUse it as `Authorization: Bearer <token>`.\n"
+    if let Some(file) = node.generated_admin_token_file() {
+        // The path, never the token: logs are kept and shared.
+        tracing::warn!(
+            file = %file.display(),
+            "no admin token was configured, so one was generated and written to this file (mode 0600); only its hash is stored. Use it as `Authorization: Bearer <token>`"
         );
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, database = node.state().store.backend(), "tollgate serving");
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        ops_listen = ?node.ops_addr(),
+        database = node.state().store.backend(),
+        "tollgate serving"
+    );
     node.serve(listener, shutdown_signal()).await.context("serving")?;
     tracing::info!("stopped cleanly; all counters flushed");
     Ok(())

@@ -438,23 +438,33 @@ async fn per_minute_burst_limit() {
     n.stop().await;
 }
 
-/// With no admin token configured, the first start generates one (shown
-/// once, only its hash stored); later starts use the stored hash.
+/// With no admin token configured, the first start generates one (written
+/// to a file only its owner reads, only its hash stored); later starts use
+/// the stored hash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_token_is_generated_once() {
+    use std::os::unix::fs::PermissionsExt;
     let Some(db) = TestDb::new(Backend::Sqlite).await else {
         return;
     };
     let config = tollgate::config::ServeConfig::for_database(&db.url);
     let first = tollgate::node::Node::start(&config).await.expect("start");
-    let token = first.generated_admin_token().expect("generated").to_string();
+    let file = first.generated_admin_token_file().expect("generated").to_path_buf();
+    assert_eq!(
+        file,
+        config.admin_token_file(),
+        "next to the SQLite database by default"
+    );
+    let mode = std::fs::metadata(&file).expect("token file").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "owner-only");
+    let token = std::fs::read_to_string(&file).expect("read token").trim().to_string();
     assert!(token.starts_with("tga_") && token.len() >= 40);
     first.shutdown().await.expect("stop");
     let stored = n_settings(&db).await;
     assert!(!stored.contains(&token), "the secret itself is not stored");
 
     let second = tollgate::node::Node::start(&config).await.expect("restart");
-    assert!(second.generated_admin_token().is_none());
+    assert!(second.generated_admin_token_file().is_none());
     let principal = second
         .state()
         .auth
@@ -470,6 +480,91 @@ async fn admin_token_is_generated_once() {
             .is_err()
     );
     second.shutdown().await.expect("stop");
+}
+
+/// A configured admin token shorter than 32 characters refuses to start,
+/// saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_admin_token_refuses_to_start() {
+    let Some(db) = TestDb::new(Backend::Sqlite).await else {
+        return;
+    };
+    let mut config = tollgate::config::ServeConfig::for_database(&db.url);
+    config.admin_token = Some("dev-admin".into());
+    let Err(error) = tollgate::node::Node::start(&config).await else {
+        panic!("a 9-character admin token started a node");
+    };
+    let message = error.to_string();
+    assert!(message.contains("at least 32"), "{message}");
+    assert!(
+        !message.contains("dev-admin"),
+        "the message must not echo the token: {message}"
+    );
+    config.admin_token = Some("x".repeat(32));
+    let node = tollgate::node::Node::start(&config).await.expect("32 characters start");
+    node.shutdown().await.expect("stop");
+}
+
+// --- ops surfaces ------------------------------------------------------
+
+/// `/metrics` and `/v1/cluster*` refuse anonymous callers (401) and
+/// non-admin credentials (403) on the public listener; the admin gets
+/// them; `--ops-listen` serves them (and only the ops routes) without a
+/// credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_surfaces_need_admin_or_the_ops_listener() {
+    let Some(db) = TestDb::new(Backend::Sqlite).await else {
+        return;
+    };
+    let n = TestNode::start_with(&db, |c| {
+        c.ops_listen = Some("127.0.0.1:0".parse().expect("addr"));
+        c.jwt.jwt_issuer = Some(common::JWT_ISSUER.to_string());
+        c.jwt.jwt_audience = Some(common::JWT_AUDIENCE.to_string());
+        c.jwt.jwt_hs256_secret = Some(common::JWT_SECRET.to_string());
+    })
+    .await;
+    let user = common::user_token("ops-u1");
+    let ops_routes = ["/metrics", "/v1/cluster", "/v1/cluster/owner?entity=user:u1"];
+    for path in ops_routes {
+        let anonymous = n.get(path, None).await;
+        assert_eq!(anonymous.status, 401, "{path}: {}", anonymous.json);
+        assert_eq!(anonymous.json["error"], "unauthorized", "{path}");
+        let end_user = n.get(path, Some(&user)).await;
+        assert_eq!(end_user.status, 403, "{path}: {}", end_user.json);
+        let admin = n.get(path, Some(ADMIN)).await;
+        assert_eq!(admin.status, 200, "{path}: {}", admin.json);
+    }
+    let faults = n.post("/v1/cluster/faults", None, json!({"isolate_from": []})).await;
+    assert!(faults.status == 401 || faults.status == 405, "{}", faults.json);
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(n.get(path, None).await.status, 200, "{path} stays public");
+    }
+
+    let ops = n.ops_base.clone().expect("--ops-listen bound");
+    let client = reqwest::Client::new();
+    for path in ops_routes.iter().chain(&["/healthz", "/readyz"]) {
+        let reply = client.get(format!("{ops}{path}")).send().await.expect("ops request");
+        assert_eq!(reply.status(), 200, "{path} on --ops-listen");
+    }
+    let cluster: Value = client
+        .get(format!("{ops}/v1/cluster"))
+        .send()
+        .await
+        .expect("ops request")
+        .json()
+        .await
+        .expect("json");
+    assert!(cluster["nodes"].as_array().is_some_and(|n| n.len() == 1), "{cluster}");
+    // The ops listener is not a second public API.
+    let check = client
+        .post(format!("{ops}/v1/check"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"user_id": "u1"}))
+        .send()
+        .await
+        .expect("ops request");
+    assert_eq!(check.status(), 404);
+    n.stop().await;
 }
 
 fn auth_header(token: &str) -> axum::http::HeaderMap {

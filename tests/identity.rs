@@ -154,6 +154,27 @@ async fn keys_survive_a_restart(backend: Backend) {
 on_both_backends!(keys_survive_a_restart);
 
 /// Creates an org owned by `owner` (signed in by JWT) and returns its id.
+/// The owner invites the user (202), who accepts under their own JWT.
+async fn invite_and_accept(n: &TestNode, org: &str, owner: &str, user: &str, body: Value) {
+    let r = n
+        .post(
+            &format!("/v1/orgs/{org}/members/{user}"),
+            Some(&user_token(owner)),
+            body,
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json);
+    let invitation = r.json["invitation_id"].as_str().expect("invitation_id");
+    let r = n
+        .post(
+            &format!("/v1/invitations/{invitation}/accept"),
+            Some(&user_token(user)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+}
+
 async fn create_org(n: &TestNode, owner: &str, tier: &str) -> String {
     let r = n
         .post(
@@ -196,14 +217,7 @@ on_both_backends!(orgs_are_created_by_signed_in_users);
 async fn org_members_share_the_orgs_day_limit(backend: Backend) {
     let Some((_db, n)) = node(backend).await else { return };
     let org = create_org(&n, "owner-a", "pro").await;
-    let r = n
-        .post(
-            &format!("/v1/orgs/{org}/members/member-a"),
-            Some(&user_token("owner-a")),
-            json!({}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.json);
+    invite_and_accept(&n, &org, "owner-a", "member-a", json!({})).await;
     let mut admitted = 0;
     for i in 0..130 {
         let user = if i % 2 == 0 { "owner-a" } else { "member-a" };
@@ -253,14 +267,7 @@ on_both_backends!(org_members_share_the_orgs_day_limit);
 async fn org_budget_holds_across_members(backend: Backend) {
     let Some((_db, n)) = node(backend).await else { return };
     let org = create_org(&n, "owner-b", "enterprise").await;
-    let r = n
-        .post(
-            &format!("/v1/orgs/{org}/members/member-b"),
-            Some(&user_token("owner-b")),
-            json!({"role": "admin"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.json);
+    invite_and_accept(&n, &org, "owner-b", "member-b", json!({"role": "admin"})).await;
     // The org's owner sets the org budget (an org manager may).
     let r = n
         .call(
@@ -376,12 +383,7 @@ fn rsv_names(rsv: &str, user: &str) -> bool {
 async fn usage_summary_is_exact_and_scoped(backend: Backend) {
     let Some((_db, n)) = node(backend).await else { return };
     let org = create_org(&n, "sum-owner", "enterprise").await;
-    n.post(
-        &format!("/v1/orgs/{org}/members/sum-member"),
-        Some(&user_token("sum-owner")),
-        json!({}),
-    )
-    .await;
+    invite_and_accept(&n, &org, "sum-owner", "sum-member", json!({})).await;
     let costs = [
         ("sum-owner", "m1", "0.1"),
         ("sum-member", "m1", "0.2"),

@@ -8,7 +8,12 @@
 //! - everything else is refused with 401, 403 or 404 and changes nothing
 //!   (the tenant's state is read before and after, as admin);
 //! - on B, every non-admin credential gets exactly the answer it gets for a
-//!   tenant that does not exist: B's existence does not leak.
+//!   tenant that does not exist: B's existence does not leak;
+//! - routes that name no tenant (lists) never mention B.
+//!
+//! Covered besides the org routes: invitations (accept and decline by
+//! anyone but the invitee, listing), key listing and revocation of a key
+//! that acts as the user, and member removal.
 
 mod common;
 
@@ -73,9 +78,14 @@ enum Op {
     GetPrice,
     PutPrice,
     FaultInjection,
+    AcceptInvitation,
+    DeclineInvitation,
+    ListInvitations,
+    ListKeys,
+    RevokeOwnKey,
 }
 
-const OPS: [Op; 25] = [
+const OPS: [Op; 30] = [
     Op::Check,
     Op::Usage,
     Op::Status,
@@ -101,7 +111,19 @@ const OPS: [Op; 25] = [
     Op::GetPrice,
     Op::PutPrice,
     Op::FaultInjection,
+    Op::AcceptInvitation,
+    Op::DeclineInvitation,
+    Op::ListInvitations,
+    Op::ListKeys,
+    Op::RevokeOwnKey,
 ];
+
+/// Routes that name no tenant: they answer from the caller's own reach,
+/// so instead of comparing B with a missing tenant, the answer must not
+/// mention B at all.
+fn tenant_free(op: Op) -> bool {
+    matches!(op, Op::ListInvitations | Op::ListKeys)
+}
 
 /// Who may do `op` on tenant A's resources.
 fn allowed_on_a(op: Op, cred: Cred) -> bool {
@@ -128,6 +150,14 @@ fn allowed_on_a(op: Op, cred: Cred) -> bool {
         // Only on nodes started with --enable-fault-injection; elsewhere a
         // 404 for everyone, and never a change.
         Op::FaultInjection => false,
+        // The invitations are to a fresh user none of these credentials
+        // speaks for: nobody else may answer them, admins included.
+        Op::AcceptInvitation | Op::DeclineInvitation => false,
+        // Only a user, as themselves, has invitations to list.
+        Op::ListInvitations => cred == UserAJwt,
+        // Admins, the org's managers, and the user a key acts as (under
+        // their own credential, not the org's key for them).
+        Op::ListKeys | Op::RevokeOwnKey => matches!(cred, Admin | OrgAdminA | UserAJwt),
     }
 }
 
@@ -250,6 +280,40 @@ impl World {
                 json!({"input_per_mtok_usd": "1", "output_per_mtok_usd": "2"}),
             ),
             Op::FaultInjection => put("/v1/cluster/faults".into(), json!({"isolate_from": [org]})),
+            Op::AcceptInvitation | Op::DeclineInvitation => {
+                let invitation = if is_ghost {
+                    format!("inv_{}", uuid::Uuid::new_v4().simple())
+                } else {
+                    let user = self.fresh("invitee");
+                    let r = self
+                        .n
+                        .post(
+                            &format!("/v1/orgs/{org}/members/{user}"),
+                            Some(&user_token(&t.owner)),
+                            json!({}),
+                        )
+                        .await;
+                    assert_eq!(r.status, 202, "setup invite: {}", r.json);
+                    r.json["invitation_id"].as_str().expect("invitation").to_string()
+                };
+                let path = format!("/v1/invitations/{invitation}/accept");
+                match op {
+                    Op::AcceptInvitation => post(path, json!({})),
+                    _ => delete(path),
+                }
+            }
+            Op::ListInvitations => get("/v1/invitations".into()),
+            Op::ListKeys => get("/v1/api-keys?limit=1000".into()),
+            Op::RevokeOwnKey => {
+                let id = if is_ghost {
+                    format!("key_{}", uuid::Uuid::new_v4().simple())
+                } else {
+                    let body = json!({"name": "bound", "scopes": ["check"], "org_id": org, "user_id": member});
+                    let r = self.admin("POST", "/v1/api-keys", Some(body)).await;
+                    r.json["id"].as_str().expect("id").to_string()
+                };
+                delete(format!("/v1/api-keys/{id}"))
+            }
             Op::SummaryOrg => get(format!(
                 "/v1/usage/summary?org_id={org}&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z"
             )),
@@ -319,6 +383,7 @@ async fn setup(db: &TestDb) -> World {
             .put(&format!("/v1/orgs/{org}"), json!({"subscription_tier": "enterprise"}))
             .await;
         assert_eq!(r.status, 200, "{}", r.json);
+        // The owner invites; the member joins by accepting.
         let r = n
             .post(
                 &format!("/v1/orgs/{org}/members/{member}"),
@@ -326,7 +391,16 @@ async fn setup(db: &TestDb) -> World {
                 json!({}),
             )
             .await;
-        assert_eq!(r.status, 201, "{}", r.json);
+        assert_eq!(r.status, 202, "{}", r.json);
+        let invitation = r.json["invitation_id"].as_str().expect("invitation");
+        let r = n
+            .post(
+                &format!("/v1/invitations/{invitation}/accept"),
+                Some(&user_token(&member)),
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.json);
         let r = n
             .post(
                 "/v1/api-keys",
@@ -414,6 +488,15 @@ async fn isolation_matrix(backend: Backend) {
                 refused += 1;
             }
             if cred == Cred::Admin {
+                continue;
+            }
+            if tenant_free(op) {
+                let text = r.json.to_string();
+                for b in [&w.b.org, &w.b.owner, &w.b.member, &w.b.key_id] {
+                    if text.contains(b.as_str()) {
+                        leaks.push(format!("{op:?} by {cred:?} mentions B's {b}: {text}"));
+                    }
+                }
                 continue;
             }
             // Tenant B: always refused, exactly as for a tenant that does not exist.

@@ -4,19 +4,18 @@
 
 mod common;
 
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
+use aws_lc_rs::rsa::{KeyPair, KeySize};
+use aws_lc_rs::signature::KeyPair as _;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use parking_lot::Mutex;
-use rsa::pkcs1::EncodeRsaPrivateKey;
-use rsa::pkcs8::{EncodePublicKey, LineEnding};
-use rsa::traits::PublicKeyParts;
-use rsa::{RsaPrivateKey, rand_core::OsRng};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -52,22 +51,59 @@ fn key_b() -> &'static TestKey {
 }
 
 fn generate(kid: &'static str) -> TestKey {
-    let private = RsaPrivateKey::new(&mut OsRng, 2048).expect("RSA keygen");
-    let public = private.to_public_key();
-    let der = private.to_pkcs1_der().expect("PKCS#1 DER");
+    let private = KeyPair::generate(KeySize::Rsa2048).expect("RSA keygen");
+    let public = private.public_key();
+    let pkcs8: Pkcs8V1Der<'_> = private.as_der().expect("PKCS#8 DER");
+    let spki: PublicKeyX509Der<'_> = public.as_der().expect("SPKI DER");
     TestKey {
         kid,
-        encoding: EncodingKey::from_rsa_der(der.as_bytes()),
+        encoding: EncodingKey::from_rsa_der(pkcs1_from_pkcs8(pkcs8.as_ref())),
         jwk: json!({
             "kty": "RSA",
             "use": "sig",
             "alg": "RS256",
             "kid": kid,
-            "n": URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
-            "e": URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
+            "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
+            "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
         }),
-        public_pem: public.to_public_key_pem(LineEnding::LF).expect("SPKI PEM"),
+        public_pem: pem("PUBLIC KEY", spki.as_ref()),
     }
+}
+
+/// The PKCS#1 `RSAPrivateKey` inside a PKCS#8 `PrivateKeyInfo`, which is
+/// what `EncodingKey::from_rsa_der` takes. AWS-LC writes PKCS#8 only:
+/// `SEQUENCE { INTEGER version, SEQUENCE algorithm, OCTET STRING key }`.
+fn pkcs1_from_pkcs8(der: &[u8]) -> &[u8] {
+    /// Splits one DER TLV off `input`: (tag, contents, rest).
+    fn tlv(input: &[u8]) -> (u8, &[u8], &[u8]) {
+        let (tag, first) = (input[0], input[1]);
+        let (len, header) = if first < 0x80 {
+            (usize::from(first), 2)
+        } else {
+            let n = usize::from(first & 0x7f);
+            let len = input[2..2 + n].iter().fold(0usize, |acc, b| acc << 8 | usize::from(*b));
+            (len, 2 + n)
+        };
+        (tag, &input[header..header + len], &input[header + len..])
+    }
+    let (_, info, _) = tlv(der);
+    let (_, _, rest) = tlv(info); // version
+    let (_, _, rest) = tlv(rest); // algorithm identifier
+    let (tag, key, _) = tlv(rest);
+    assert_eq!(tag, 0x04, "PKCS#8 private key is an OCTET STRING");
+    key
+}
+
+/// `der` as a PEM block with 64-column lines.
+fn pem(label: &str, der: &[u8]) -> String {
+    let body = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 fn jwks(keys: &[&TestKey]) -> Value {
@@ -283,7 +319,8 @@ async fn accepts_tokens_signed_with_a_published_key() {
         verified,
         VerifiedToken {
             subject: SUBJECT.to_string(),
-            admin: false
+            admin: false,
+            service: false,
         }
     );
     accepted(&verifier, &signed(key_b(), &claims(iss, json!({})))).await;
@@ -431,21 +468,116 @@ async fn refuses_forged_and_invalid_tokens() {
     accepted(&verifier, &good_token).await;
 }
 
+/// Admin and service come from `permissions` (Auth0 RBAC) only: a `scope`
+/// is what the client asked for. `--jwt-admin-from-scope` opts in to
+/// believing it.
 #[tokio::test]
-async fn admin_comes_from_permissions_or_scope() {
+async fn roles_come_from_permissions_not_scope() {
     let server = JwksServer::start(jwks(&[key_a()])).await;
-    let verifier = server.verifier(LONG);
     let iss = server.issuer();
-    let admin = |patch: Value| {
+    let strict = server.verifier(LONG);
+    let lenient = JwtVerifier::new(&JwtConfig {
+        jwt_admin_from_scope: true,
+        ..server.config(LONG)
+    })
+    .expect("valid config")
+    .expect("JWT enabled");
+    let roles = |verifier: &JwtVerifier, patch: Value| {
         let token = signed(key_a(), &claims(iss, patch));
         let verifier = verifier.clone();
-        async move { accepted(&verifier, &token).await.admin }
+        async move {
+            let v = accepted(&verifier, &token).await;
+            (v.admin, v.service)
+        }
     };
-    assert!(admin(json!({"permissions": ["read:usage", "tollgate:admin"]})).await);
-    assert!(admin(json!({"scope": "openid profile tollgate:admin"})).await);
-    assert!(!admin(json!({"permissions": ["read:usage"], "scope": "openid tollgate:administrator"})).await);
-    assert!(!admin(json!({"permissions": "tollgate:admin"})).await);
-    assert!(!admin(json!({})).await);
+    let admin_permission = json!({"permissions": ["read:usage", "tollgate:admin"]});
+    let admin_scope = json!({"scope": "openid profile tollgate:admin"});
+    let service_permission = json!({"permissions": ["tollgate:service"]});
+    let service_scope = json!({"scope": "tollgate:service"});
+    assert_eq!(roles(&strict, admin_permission.clone()).await, (true, false));
+    assert_eq!(roles(&strict, admin_scope.clone()).await, (false, false));
+    assert_eq!(roles(&strict, service_permission.clone()).await, (false, true));
+    assert_eq!(roles(&strict, service_scope.clone()).await, (false, false));
+    assert_eq!(roles(&lenient, admin_permission).await, (true, false));
+    assert_eq!(roles(&lenient, admin_scope).await, (true, false));
+    assert_eq!(roles(&lenient, service_permission).await, (false, true));
+    assert_eq!(roles(&lenient, service_scope).await, (false, true));
+    let neither = json!({"permissions": ["read:usage"], "scope": "openid tollgate:administrator"});
+    assert_eq!(roles(&lenient, neither).await, (false, false));
+    assert_eq!(
+        roles(&strict, json!({"permissions": "tollgate:admin"})).await,
+        (false, false)
+    );
+    assert_eq!(roles(&strict, json!({})).await, (false, false));
+}
+
+/// Through the API: a JWT whose scope merely asks for `tollgate:admin` is
+/// an ordinary user (403 on admin routes); one with the service permission
+/// is a service credential (it may name any subject, and
+/// `Principal::service_reach` says so); the permission's name is
+/// configurable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_and_admin_jwts_through_the_api() {
+    let server = JwksServer::start(jwks(&[key_a()])).await;
+    let Some(db) = common::TestDb::new(common::Backend::Sqlite).await else {
+        return;
+    };
+    let node = common::TestNode::start_with(&db, |c| {
+        c.jwt = JwtConfig {
+            jwt_service_permission: "billing:record".to_string(),
+            ..server.config(Duration::ZERO)
+        }
+    })
+    .await;
+    let iss = server.issuer().to_string();
+    let tier = json!({"daily_limit": 5, "monthly_limit": null, "price_monthly_usd": "0"});
+
+    let scope_admin = signed(key_a(), &claims(&iss, json!({"scope": "tollgate:admin"})));
+    let r = node
+        .call("PUT", "/v1/tiers/t1", Some(&scope_admin), Some(tier.clone()))
+        .await;
+    assert_eq!(r.status, 403, "a requested scope made an admin: {}", r.json);
+    let rbac_admin = signed(key_a(), &claims(&iss, json!({"permissions": ["tollgate:admin"]})));
+    let r = node.call("PUT", "/v1/tiers/t1", Some(&rbac_admin), Some(tier)).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+
+    let user = signed(key_a(), &claims(&iss, json!({})));
+    let r = node
+        .post("/v1/check", Some(&user), json!({"user_id": "someone-else"}))
+        .await;
+    // Refused as hidden (404), like a subject that does not exist.
+    assert!(
+        matches!(r.status.as_u16(), 403 | 404),
+        "a user JWT named another subject: {}",
+        r.json
+    );
+    let default_name = signed(key_a(), &claims(&iss, json!({"permissions": ["tollgate:service"]})));
+    let r = node
+        .post("/v1/check", Some(&default_name), json!({"user_id": "someone-else"}))
+        .await;
+    assert!(
+        matches!(r.status.as_u16(), 403 | 404),
+        "the configured permission replaces the default: {}",
+        r.json
+    );
+    let service = signed(key_a(), &claims(&iss, json!({"permissions": ["billing:record"]})));
+    let r = node
+        .post("/v1/check", Some(&service), json!({"user_id": "someone-else"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["limits"][0]["entity"], "user:someone-else", "{}", r.json);
+
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {service}").parse().expect("header"));
+    let principal = node
+        .state
+        .auth
+        .authenticate(&headers, "127.0.0.1:1".parse().expect("addr"))
+        .await
+        .expect("service JWT");
+    assert_eq!(principal.service_reach(), Some(None), "any subject");
+    assert!(principal.own_user().is_none(), "a service credential is not a user");
+    node.stop().await;
 }
 
 #[tokio::test]
@@ -601,7 +733,8 @@ async fn hs256_mode_accepts_its_tokens_and_refuses_rs256() {
         verified,
         VerifiedToken {
             subject: SUBJECT.to_string(),
-            admin: true
+            admin: true,
+            service: false,
         }
     );
 

@@ -43,6 +43,8 @@ mod alerts;
 // Identity and tenancy: organisations and members, API keys, the usage summary.
 #[path = "store/api_keys.rs"]
 mod api_keys;
+#[path = "store/consent.rs"]
+mod consent;
 #[path = "store/fencing.rs"]
 mod fencing;
 #[path = "store/orgs.rs"]

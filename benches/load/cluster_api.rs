@@ -87,7 +87,13 @@ pub async fn owners(client: &reqwest::Client, urls: &[String]) -> Result<Vec<Str
 pub async fn forwarded_admits(client: &reqwest::Client, urls: &[String]) -> Option<u64> {
     let mut total = 0.0;
     for url in urls {
-        let resp = client.get(format!("{url}/metrics")).send().await.ok()?;
+        // `/metrics` needs the admin credential on the public listener.
+        let resp = client
+            .get(format!("{url}/metrics"))
+            .bearer_auth(crate::ADMIN_TOKEN)
+            .send()
+            .await
+            .ok()?;
         if !resp.status().is_success() {
             return None;
         }

@@ -47,7 +47,8 @@ use std::process::ExitCode;
 const ROLE_ENV: &str = "TOLLGATE_BENCH_ROLE";
 const ECHO_LISTEN_ENV: &str = "TOLLGATE_BENCH_ECHO_LISTEN";
 const MODE_ENV: &str = "TOLLGATE_BENCH_MODE";
-const ADMIN_TOKEN: &str = "bench-admin";
+/// At least 32 characters: shorter admin tokens refuse to start.
+const ADMIN_TOKEN: &str = "bench-admin-0123456789abcdef0123456789";
 const TIER: &str = "bench";
 const USERS: usize = 10_000;
 const CONNECTIONS: u32 = 64;

@@ -254,7 +254,7 @@ mod tests {
                 fault_injection: true,
             }),
             database_url: "postgres://x/db".into(),
-            admin_token: "adm".into(),
+            admin_token: "adm-0123456789abcdef0123456789abcdef".into(),
             flush_interval_ms: 100,
             log_filter: "info".into(),
             extra_args: vec![],
@@ -266,7 +266,7 @@ mod tests {
         let args = spec(false).args().join(" ");
         assert_eq!(
             args,
-            "serve --listen 127.0.0.1:8001 --database-url postgres://x/db --admin-token adm --flush-interval-ms 100"
+            "serve --listen 127.0.0.1:8001 --database-url postgres://x/db --admin-token adm-0123456789abcdef0123456789abcdef --flush-interval-ms 100"
         );
     }
 

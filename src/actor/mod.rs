@@ -8,10 +8,12 @@
 mod entity;
 mod load;
 mod messages;
+mod peek;
 mod supervisor;
 
 pub use entity::{EntityActor, EntityArgs};
 pub use messages::{AdmitReply, EntityMsg, EntitySnapshot, EntityView, Settlement};
+pub use peek::peek;
 pub use supervisor::EntitySupervisor;
 
 use crate::catalog::Catalog;

@@ -7,7 +7,7 @@ use super::error::ApiError;
 use super::extract::{AdminCaller, ApiJson, Caller};
 use super::openapi::{BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable};
 use crate::entity::EntityKey;
-use crate::identity::{Access, Principal};
+use crate::identity::{Access, BudgetAuthority, Principal};
 use crate::limits::alerts::Thresholds;
 use crate::limits::pricing::{Price, valid_model_name};
 use crate::limits::tier::Tier;
@@ -244,8 +244,10 @@ pub struct BudgetResponse {
 /// Set a user's monthly budget
 ///
 /// Checks with an estimate are refused once spend plus holds would pass
-/// it. Applies at once. Admins set anyone's; an organisation's owners and
-/// admins set their members'.
+/// it. Applies at once. A platform admin sets the user's own budget. An
+/// organisation's owners and admins set a *member cap* instead: it applies
+/// on top of the user's own budget (the lower one wins) and vanishes when
+/// the user leaves the organisation.
 #[utoipa::path(
     put,
     path = "/v1/users/{id}/budget",
@@ -275,9 +277,9 @@ pub async fn put_user_budget(
 
 /// Remove a user's monthly budget
 ///
-/// The user is then limited by request counts (and their organisation's
-/// budget) only. Spend is still recorded. Admins, or the user's
-/// organisation's owners and admins.
+/// A platform admin removes the user's own budget; an organisation's owners
+/// and admins remove their member cap. Whatever the other one says still
+/// applies. Spend is still recorded.
 #[utoipa::path(
     delete,
     path = "/v1/users/{id}/budget",
@@ -302,19 +304,42 @@ pub async fn delete_user_budget(
     user_budget(&app, &caller, &id, None).await
 }
 
-/// Admins set anyone's budget; an organisation's managers set their
-/// members' budgets.
+/// Admins set a user's own budget; an organisation's managers set only
+/// their cap on a member, which ends with the membership. The user entity
+/// runs with the lower of the two.
 async fn user_budget(
     app: &AppState,
     caller: &Principal,
     id: &str,
     budget: Option<Budget>,
 ) -> Result<Json<BudgetResponse>, ApiError> {
-    Access::new(caller, &app.directory)
+    let authority = Access::new(caller, &app.directory)
         .may_manage_user_budget(id)
         .map_err(|denied| ApiError::denied(denied, "no such user", "this route needs the admin token, or an organisation manager's credential, in `Authorization: Bearer <token>`"))?;
     let key = EntityKey::user(id).map_err(|e| ApiError::invalid("user id", e))?;
-    set_budget(app, key, budget).await
+    let usd = budget.as_ref().map(|(usd, _)| *usd);
+    let thresholds = budget.as_ref().and_then(|(_, t)| t.as_ref());
+    let member_cap = matches!(authority, BudgetAuthority::MemberCap { .. });
+    if member_cap && thresholds.is_some() {
+        return Err(ApiError::invalid(
+            "alert_thresholds",
+            "a member cap has no alert thresholds of its own (set them on the user's or the organisation's budget)",
+        ));
+    }
+    if !super::org_members::memberships(app)
+        .set_user_budget(&key, &authority, usd, thresholds)
+        .await?
+    {
+        // The user left between the check and the write.
+        return Err(ApiError::not_found("not_found", "no such user"));
+    }
+    Ok(Json(BudgetResponse {
+        entity: key.to_string(),
+        monthly_budget_usd: usd,
+        alert_thresholds: usd
+            .filter(|_| !member_cap)
+            .map(|_| thresholds.cloned().unwrap_or_default().as_slice().to_vec()),
+    }))
 }
 
 pub(super) async fn set_budget(

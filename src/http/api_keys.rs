@@ -3,12 +3,12 @@
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiJson, Caller, JsonOrEmpty};
+use super::extract::{ApiJson, ApiQuery, Caller, JsonOrEmpty};
 use super::openapi::{BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable};
 use crate::entity::EntityKey;
 use crate::identity::api_keys::{MAX_GRACE_PERIOD_S, NewKey};
 use crate::identity::scope::{Scope, Scopes};
-use crate::identity::{Access, Denied, Principal};
+use crate::identity::{Access, Denied, KeyAction, Principal};
 use crate::limits::calendar::rfc3339;
 use crate::router::peer::Invalidation;
 use crate::store::ApiKeyRecord;
@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 const NO_SUCH_KEY: &str = "no such API key";
 
@@ -167,12 +167,7 @@ pub async fn create(
             "an `admin` key belongs to no organisation or user",
         ));
     }
-    let created_by = match &caller {
-        Principal::Admin => Some("admin".to_string()),
-        Principal::User { user_id } => Some(format!("user:{user_id}")),
-        Principal::Key(grant) => Some(format!("key:{}", grant.id)),
-        Principal::Guest(_) => None,
-    };
+    let created_by = super::org_members::created_by(&caller);
     let (record, secret) = app
         .keys
         .create(NewKey {
@@ -182,7 +177,9 @@ pub async fn create(
             user_id,
             created_by,
         })
-        .await?;
+        .await?
+        // The member left between the check above and the write.
+        .ok_or_else(|| ApiError::invalid("user_id", "is not a member of org_id"))?;
     tracing::info!(key = %record.id, scopes = ?record.scopes, "API key created");
     app.cluster
         .broadcast(Invalidation::ApiKey {
@@ -192,8 +189,90 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(KeyResponse::new(record, Some(secret)))))
 }
 
+/// Most keys one page lists.
+pub const MAX_PAGE: u32 = 1000;
+/// Keys per page when `limit` is not given.
+pub const DEFAULT_PAGE: u32 = 100;
+
+/// A page of keys.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Keys per page, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// `next_cursor` from the previous page.
+    #[param(pattern = "^key_[0-9a-f]{32}$")]
+    pub cursor: Option<String>,
+}
+
+/// Keys, by id.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyList {
+    pub items: Vec<KeyResponse>,
+    /// Pass as `cursor` for the next page; null on the last.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// List API keys
+///
+/// Live keys within the caller's reach, by id, never their secrets:
+/// admins see every key; an organisation's managers (and its `org_admin`
+/// keys) its keys; a user, under their own credential, every key that acts
+/// as them, including keys an organisation made for them (which they may
+/// revoke). Other credentials get 403.
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys",
+    operation_id = "list_api_keys",
+    tag = "api-keys",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of keys.", body = KeyList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn list(
+    State(app): State<Arc<AppState>>,
+    Caller(caller): Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<KeyList>, ApiError> {
+    let listing = Access::new(&caller, &app.directory).key_listing().map_err(refused)?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid("limit", format!("must be 1-{MAX_PAGE}")));
+    }
+    if let Some(cursor) = &q.cursor
+        && !is_key_id(cursor)
+    {
+        return Err(ApiError::invalid("cursor", "is not a cursor this route gave out"));
+    }
+    // One more than asked: whether it exists says if there is a next page.
+    let mut records = app
+        .store
+        .list_api_keys(&listing, q.cursor.as_deref(), limit + 1)
+        .await?;
+    let more = records.len() > limit as usize;
+    records.truncate(limit as usize);
+    let next_cursor = more.then(|| records.last().map(|r| r.id.clone())).flatten();
+    let items = records.into_iter().map(|r| KeyResponse::new(r, None)).collect();
+    Ok(Json(KeyList { items, next_cursor }))
+}
+
+/// `key_` and 32 lowercase hex digits, as `ApiKeys::create` makes them.
+fn is_key_id(id: &str) -> bool {
+    id.strip_prefix("key_")
+        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
 /// Finds a live key the caller may manage (404 otherwise).
-async fn manageable(app: &AppState, caller: &Principal, id: &str) -> Result<ApiKeyRecord, ApiError> {
+async fn manageable(app: &AppState, caller: &Principal, id: &str, action: KeyAction) -> Result<ApiKeyRecord, ApiError> {
     let access = Access::new(caller, &app.directory);
     access.signed_in().map_err(refused)?;
     let record = app
@@ -203,15 +282,16 @@ async fn manageable(app: &AppState, caller: &Principal, id: &str) -> Result<ApiK
         .filter(|r| r.revoked_at_ms.is_none())
         .ok_or_else(|| ApiError::not_found("not_found", NO_SUCH_KEY))?;
     access
-        .may_manage_key(record.org_id.as_deref(), record.user_id.as_deref())
+        .may_manage_key(record.org_id.as_deref(), record.user_id.as_deref(), action)
         .map_err(refused)?;
     Ok(record)
 }
 
 /// Read an API key
 ///
-/// Its metadata, never its secret. A revoked key is 404. Admins, and
-/// whoever may manage the key (its organisation's managers, its user).
+/// Its metadata, never its secret. A revoked key is 404. Admins, whoever
+/// may manage the key (its organisation's managers, its user), and the
+/// user a key acts as, under their own credential.
 #[utoipa::path(
     get,
     path = "/v1/api-keys/{id}",
@@ -232,7 +312,7 @@ pub async fn get(
     Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<KeyResponse>, ApiError> {
-    manageable(&app, &caller, &id).await?;
+    manageable(&app, &caller, &id, KeyAction::Read).await?;
     let record = app
         .keys
         .get(&id)
@@ -267,8 +347,9 @@ pub struct RotateResponse {
 /// Rotate an API key
 ///
 /// Issues a new secret. The old one keeps working for `grace_period_s`
-/// (at most 30 days), so a deployment can switch without downtime. Same
-/// callers as reading the key.
+/// (at most 30 days), so a deployment can switch without downtime. Admins
+/// and the key's owners (its organisation's managers, or the user of a
+/// personal key); a member cannot rotate a key their organisation holds.
 #[utoipa::path(
     post,
     path = "/v1/api-keys/{id}/rotate",
@@ -298,7 +379,7 @@ pub async fn rotate(
             format!("must be at most {MAX_GRACE_PERIOD_S} (30 days)"),
         ));
     }
-    manageable(&app, &caller, &id).await?;
+    manageable(&app, &caller, &id, KeyAction::Rotate).await?;
     let (secret, expires_at_ms) = app
         .keys
         .rotate(&id, Duration::from_secs(body.grace_period_s))
@@ -326,7 +407,8 @@ pub struct RevokeResponse {
 ///
 /// Effective at once: the key (and any secret still in its rotation grace
 /// period) is refused with 401 from then on. Same callers as reading the
-/// key.
+/// key: a user may revoke any key that acts as them, including one their
+/// organisation made.
 #[utoipa::path(
     delete,
     path = "/v1/api-keys/{id}",
@@ -347,7 +429,7 @@ pub async fn revoke(
     Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
-    manageable(&app, &caller, &id).await?;
+    manageable(&app, &caller, &id, KeyAction::Revoke).await?;
     if !app.keys.revoke(&id).await? {
         return Err(ApiError::not_found("not_found", NO_SUCH_KEY));
     }

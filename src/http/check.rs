@@ -6,6 +6,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, Caller};
 use super::subject::{self, GuestRef};
 use super::views::{self, BudgetJson, LimitJson};
+use crate::identity::Principal;
 use crate::limits::calendar::now_ms;
 use crate::limits::entity::{Refusal, WindowName};
 use crate::limits::pricing::MAX_TOKENS;
@@ -40,7 +41,9 @@ pub struct CheckRequest {
     #[schema(example = "claude-sonnet-4")]
     pub model: Option<String>,
     /// Reserve this much of the budget until the usage is recorded (or the
-    /// hold expires). Without it nothing is reserved.
+    /// hold expires). Without it, or at zero, nothing is reserved (and no
+    /// `reservation_id` is given). Guests without a credential may not
+    /// reserve (403).
     #[serde(default)]
     pub estimate: Option<Estimate>,
     /// How many messages this check counts (default 1).
@@ -136,7 +139,9 @@ pub struct CheckResponse<'a> {
                 ("RateLimit-Policy" = String, description = "Every window: `\"user-day\";q=100;w=86400, …`"),
                 ("RateLimit" = String, description = "The window closest to exhaustion: `\"user-day\";r=98;t=86395`"),
             )),
-        (status = 429, description = "Refused (`rate_limited` or `budget_exceeded`); nothing was counted.",
+        (status = 429, description = "Refused (`rate_limited` or `budget_exceeded`); nothing was counted. \
+            A guest bringing more than `--max-new-entities-per-ip` new entities into memory in one second \
+            is refused with an error body (`rate_limited`) and `Retry-After`.",
             body = CheckResponse, headers(
                 ("Retry-After" = i64, description = "Seconds until the refusing window resets."),
                 ("RateLimit-Policy" = String, description = "Every window."),
@@ -156,7 +161,13 @@ pub async fn check(
     Caller(caller): Caller,
     ApiJson(req): ApiJson<CheckRequest>,
 ) -> Result<Response, ApiError> {
-    let subject = subject::resolve(&caller, &app.directory, req.user_id.as_deref(), req.guest.as_ref())?;
+    let subject = subject::resolve(
+        &caller,
+        &app.directory,
+        req.user_id.as_deref(),
+        req.guest.as_ref(),
+        app.auth.guest_ipv6_prefix,
+    )?;
     let requests = req.requests.unwrap_or(1);
     if !(1..=MAX_REQUESTS).contains(&requests) {
         return Err(ApiError::invalid(
@@ -168,6 +179,15 @@ pub async fn check(
         None => None,
         Some(e) => Some(estimate_cost(&app, req.model.as_deref(), e)?),
     };
+    if estimate.is_some() && matches!(caller, Principal::Guest(_)) {
+        // A hold keeps its entity resident until it is settled or expires,
+        // and only a service credential may settle: a guest's estimate
+        // would pin memory nobody can free.
+        return Err(ApiError::forbidden(
+            "estimate: a guest cannot reserve budget; send the check with a user or service credential",
+        ));
+    }
+    subject::bound_new_entities(&app, &caller, &subject)?;
     let now = now_ms();
     let plan = CheckPlan {
         entities: subject.entities,

@@ -3,7 +3,7 @@
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{AdminCaller, ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiQuery, OpsCaller};
 use crate::entity::EntityKey;
 use axum::Json;
 use axum::extract::State;
@@ -42,15 +42,22 @@ pub struct ClusterResponse {
 ///
 /// Every node this node knows, with its addresses, status (`joining`,
 /// `ready`, `leaving`), generation and resident entity count. A node
-/// started without cluster flags lists itself alone. Public, like `/metrics`.
+/// started without cluster flags lists itself alone. Admin only on the
+/// public listener (it names internal addresses); no credential on
+/// `--ops-listen`.
 #[utoipa::path(
     get,
     path = "/v1/cluster",
     operation_id = "cluster",
     tag = "ops",
-    responses((status = 200, description = "The nodes.", body = ClusterResponse)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The nodes.", body = ClusterResponse),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+    ),
 )]
-pub async fn view(State(app): State<Arc<AppState>>) -> Json<ClusterResponse> {
+pub async fn view(_: OpsCaller, State(app): State<Arc<AppState>>) -> Json<ClusterResponse> {
     let membership = &app.cluster.membership;
     let view = membership.current();
     let counts: HashMap<String, u64> = membership
@@ -106,19 +113,24 @@ pub struct OwnerResponse {
 /// Entity owner
 ///
 /// The node that owns an entity (rendezvous hashing over live, ready
-/// nodes), as this node sees it. Public.
+/// nodes), as this node sees it. Admin only on the public listener; no
+/// credential on `--ops-listen`.
 #[utoipa::path(
     get,
     path = "/v1/cluster/owner",
     operation_id = "clusterOwner",
     tag = "ops",
     params(OwnerQuery),
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "The owner.", body = OwnerResponse),
         (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
     ),
 )]
 pub async fn owner(
+    _: OpsCaller,
     State(app): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<OwnerQuery>,
 ) -> Result<Json<OwnerResponse>, ApiError> {
@@ -149,7 +161,8 @@ pub struct FaultsResponse {
 ///
 /// Simulates a network partition: this node drops gossip and internal RPC
 /// to and from the named nodes until called again with `[]`. Exists only on
-/// nodes started with `--enable-fault-injection` (404 elsewhere); admin.
+/// nodes started with `--enable-fault-injection` (404 elsewhere); admin on
+/// the public listener, no credential on `--ops-listen`.
 #[utoipa::path(
     put,
     path = "/v1/cluster/faults",
@@ -166,7 +179,7 @@ pub struct FaultsResponse {
     ),
 )]
 pub async fn faults(
-    _: AdminCaller,
+    _: OpsCaller,
     State(app): State<Arc<AppState>>,
     ApiJson(body): ApiJson<FaultsBody>,
 ) -> Result<Json<FaultsResponse>, ApiError> {

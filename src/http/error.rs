@@ -11,12 +11,17 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+/// The message of every 503, with `Retry-After: 1`.
+pub const UNAVAILABLE_MESSAGE: &str = "temporarily unavailable, retry";
+
 /// An API error: a status, a stable machine code and a human message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for `Retry-After` on a 429 (a 503 always says 1).
+    pub retry_after_s: Option<u64>,
 }
 
 /// The body of every error: a stable machine code and a message for
@@ -25,7 +30,7 @@ pub struct ApiError {
 pub struct ErrorBody<'a> {
     /// A stable machine code, e.g. `invalid_request`, `invalid_json`,
     /// `unauthorized`, `invalid_token`, `forbidden`, `not_found`,
-    /// `body_too_large`, `store_unavailable`.
+    /// `body_too_large`, `store_unavailable`, `timeout`.
     #[schema(value_type = String, example = "invalid_request")]
     error: &'a str,
     /// What went wrong, for people; names the field.
@@ -39,6 +44,15 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_s: None,
+        }
+    }
+
+    /// 429 `rate_limited`: too much, too fast; retry after `retry_after_s`.
+    pub fn rate_limited(message: impl Into<String>, retry_after_s: u64) -> Self {
+        ApiError {
+            retry_after_s: Some(retry_after_s),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
         }
     }
 
@@ -73,8 +87,11 @@ impl ApiError {
         }
     }
 
-    fn unavailable(code: &'static str, err: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, format!("{err}; retry shortly"))
+    /// A 503. Its message is always [`UNAVAILABLE_MESSAGE`]: what failed
+    /// inside (a database error, a peer's address) is for the log, never
+    /// for the caller. The code says which dependency, coarsely.
+    pub fn unavailable(code: &'static str) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, UNAVAILABLE_MESSAGE)
     }
 }
 
@@ -85,6 +102,11 @@ impl IntoResponse for ApiError {
             message: &self.message,
         });
         let mut response = (self.status, body).into_response();
+        if let Some(secs) = self.retry_after_s {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
@@ -101,7 +123,10 @@ impl From<AuthError> for ApiError {
             AuthError::MalformedAuthorization | AuthError::InvalidToken | AuthError::InvalidApiKey => {
                 Self::new(StatusCode::UNAUTHORIZED, "invalid_token", err.to_string())
             }
-            AuthError::KeysUnavailable => Self::unavailable("auth_unavailable", err),
+            AuthError::KeysUnavailable => {
+                tracing::warn!(error = %err, "authentication unavailable");
+                Self::unavailable("auth_unavailable")
+            }
             AuthError::Guest(g) => Self::new(StatusCode::BAD_REQUEST, "invalid_request", g.to_string()),
         }
     }
@@ -109,24 +134,22 @@ impl From<AuthError> for ApiError {
 
 impl From<RouteError> for ApiError {
     fn from(err: RouteError) -> Self {
-        Self::unavailable("entity_unavailable", err)
+        tracing::warn!(error = %err, "entity unavailable");
+        Self::unavailable("entity_unavailable")
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         tracing::warn!(error = %err, "store error");
-        Self::unavailable("store_unavailable", "the database is unavailable")
+        Self::unavailable("store_unavailable")
     }
 }
 
 impl From<LedgerError> for ApiError {
     fn from(err: LedgerError) -> Self {
         tracing::warn!(error = %err, "ledger error");
-        Self::unavailable(
-            "store_unavailable",
-            "the usage ledger could not commit; nothing was recorded",
-        )
+        Self::unavailable("store_unavailable")
     }
 }
 
@@ -144,6 +167,37 @@ impl From<UsageError> for ApiError {
         match err {
             UsageError::Ledger(e) => e.into(),
             UsageError::Route(e) => e.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every path to a 503 says the same fixed words, whatever failed
+    /// inside, and carries `Retry-After`.
+    #[test]
+    fn every_503_hides_the_internal_error() {
+        let secret = "connection to 10.0.0.7:5432 refused: password authentication failed";
+        let errors = [
+            ApiError::from(StoreError::Database(sqlx::Error::Protocol(secret.into()))),
+            ApiError::from(RouteError::Peer(secret.into())),
+            ApiError::from(RouteError::Load(secret.into())),
+            ApiError::from(AuthError::KeysUnavailable),
+            ApiError::unavailable("timeout"),
+        ];
+        for error in errors {
+            assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(error.message, UNAVAILABLE_MESSAGE);
+            let response = error.into_response();
+            assert_eq!(
+                response
+                    .headers()
+                    .get(axum::http::header::RETRY_AFTER)
+                    .map(|v| v.as_bytes()),
+                Some(&b"1"[..])
+            );
         }
     }
 }

@@ -141,3 +141,34 @@ impl FromRequestParts<Arc<AppState>> for AdminCaller {
             })
     }
 }
+
+/// Marks a request that arrived on `--ops-listen` (set by that listener's
+/// app only; a client cannot add it).
+#[derive(Debug, Clone, Copy)]
+pub struct OpsListener;
+
+/// A caller of an operators' route (`/metrics`, `/v1/cluster*`): anyone on
+/// `--ops-listen`, which is bound to a private address, and only the admin
+/// on the public listener: those routes list internal addresses and load.
+pub struct OpsCaller;
+
+impl FromRequestParts<Arc<AppState>> for OpsCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        if parts.extensions.get::<OpsListener>().is_some() {
+            return Ok(OpsCaller);
+        }
+        let Caller(caller) = Caller::from_request_parts(parts, state).await?;
+        Access::new(&caller, &state.directory)
+            .admin_only()
+            .map(|()| OpsCaller)
+            .map_err(|denied| {
+                ApiError::denied(
+                    denied,
+                    "not found",
+                    "this route needs the admin token (or an admin API key or JWT) in `Authorization: Bearer <token>`, or the --ops-listen address",
+                )
+            })
+    }
+}

@@ -8,6 +8,7 @@ mod check_json;
 pub mod cluster;
 pub mod error;
 pub mod extract;
+pub mod invitations;
 pub mod openapi;
 pub mod ops;
 pub mod org_members;
@@ -15,6 +16,7 @@ pub mod orgs;
 pub mod status;
 pub mod subject;
 pub mod summary;
+pub mod timeout;
 pub mod usage;
 pub mod views;
 
@@ -47,6 +49,8 @@ pub struct AppState {
     pub keys: ApiKeys,
     /// How long an unsettled reservation holds its estimate.
     pub hold_ttl_ms: i64,
+    /// How many new entities each guest client may bring into memory.
+    pub new_entities: crate::service::new_entities::NewEntityGate,
     pub metrics: Option<PrometheusHandle>,
     /// Hot-path counters, registered once (a `counter!` per request would
     /// look the metric up in the registry every time).
@@ -88,7 +92,7 @@ impl HotCounters {
 /// (tests/openapi.rs refuses one). One `routes!` per path: handlers grouped
 /// in one `routes!` are mounted on every path among them.
 pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    ops_api_router(OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()))
         .routes(routes!(check::check))
         .routes(routes!(usage::record))
         .routes(routes!(usage::release))
@@ -102,17 +106,25 @@ pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(orgs::get, orgs::update))
         .routes(routes!(org_members::put_member, org_members::delete_member))
         .routes(routes!(orgs::put_budget, orgs::delete_budget))
-        .routes(routes!(api_keys::create))
+        .routes(routes!(invitations::list))
+        .routes(routes!(invitations::accept, invitations::decline))
+        .routes(routes!(api_keys::create, api_keys::list))
         .routes(routes!(api_keys::get, api_keys::revoke))
         .routes(routes!(api_keys::rotate))
         .routes(routes!(summary::summary))
+        .routes(routes!(openapi::openapi_json))
+}
+
+/// The operators' routes, served on both listeners (see
+/// [`extract::OpsCaller`] for who may call them where).
+fn ops_api_router(router: OpenApiRouter<Arc<AppState>>) -> OpenApiRouter<Arc<AppState>> {
+    router
         .routes(routes!(cluster::view))
         .routes(routes!(cluster::owner))
         .routes(routes!(cluster::faults))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
-        .routes(routes!(openapi::openapi_json))
 }
 
 /// All routes, ready to serve. The documentation is compile-time data; the
@@ -122,6 +134,20 @@ pub fn routes(state: Arc<AppState>) -> Router {
     router
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+/// The `--ops-listen` app: operators' routes only, without a credential
+/// (see [`extract::OpsCaller`]). The same handlers as on the public
+/// listener, registered the same way; the document is the public one's.
+pub fn ops_routes(state: Arc<AppState>) -> Router {
+    let (router, _document) = ops_api_router(OpenApiRouter::new()).split_for_parts();
+    router
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(axum::Extension(extract::OpsListener))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .with_state(state)

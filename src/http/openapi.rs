@@ -65,7 +65,7 @@ also accept guests (no credential), identified by their IP and the \
     modifiers(&BearerAuth),
     components(
         schemas(ErrorBody, Usd, SignedUsd),
-        responses(BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge, Unavailable),
+        responses(BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge, TooManyRequests, Unavailable),
     )
 )]
 pub struct ApiDoc;
@@ -120,18 +120,27 @@ fn optional_bodies(document: &mut utoipa::openapi::OpenApi) {
         ]
     });
     for operation in operations.flatten() {
-        let Some(body) = operation.request_body.as_mut() else {
+        let Some(RefOr::T(body)) = operation.request_body.as_mut() else {
             continue;
         };
         if body.required == Some(utoipa::openapi::Required::True) {
             continue;
         }
-        for content in body.content.values_mut() {
+        for content in body.content.values_mut().filter_map(|content| match content {
+            RefOr::T(content) => Some(content),
+            RefOr::Ref(_) => None,
+        }) {
+            // utoipa 5 put the `null` first, utoipa 6 puts it last.
             if let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema
-                && let [RefOr::T(Schema::Object(null)), schema] = one_of.items.as_slice()
-                && null.schema_type == Type::Null.into()
+                && let [first, second] = one_of.items.as_slice()
             {
-                content.schema = Some(schema.clone());
+                let is_null = |schema: &RefOr<Schema>| matches!(schema, RefOr::T(Schema::Object(null)) if null.schema_type == Type::Null.into());
+                let kept = match (is_null(first), is_null(second)) {
+                    (true, false) => second.clone(),
+                    (false, true) => first.clone(),
+                    _ => continue,
+                };
+                content.schema = Some(kept);
             }
         }
     }
@@ -246,12 +255,12 @@ macro_rules! error_responses {
 
 /// Adds what only some error responses carry.
 fn finish(name: &str, response: ResponseBuilder) -> RefOr<utoipa::openapi::response::Response> {
-    let response = if name == "Unavailable" {
+    let response = if name == "Unavailable" || name == "TooManyRequests" {
         response.header(
             "Retry-After",
             HeaderBuilder::new()
-                .schema(ObjectBuilder::new().schema_type(Type::Integer))
-                .description(Some("Seconds to wait before retrying (1)."))
+                .schema(Some(ObjectBuilder::new().schema_type(Type::Integer)))
+                .description(Some("Seconds to wait before retrying."))
                 .build(),
         )
     } else {
@@ -294,11 +303,19 @@ error_responses! {
         "The request body is over 64 KiB (`body_too_large`).",
         "body_too_large", "request body must be at most 65536 bytes"
     );
+    /// 429: a guest brings too many new entities into memory per second.
+    TooManyRequests => (
+        "A guest (no credential) asked about more new guests or fingerprints in one second than \
+         `--max-new-entities-per-ip` allows (`rate_limited`); nothing was counted. Retry after \
+         `Retry-After` seconds.",
+        "rate_limited", "this client is bringing too many new guests or fingerprints into memory per second"
+    );
     /// 503: a dependency is briefly unavailable.
     Unavailable => (
         "A dependency is briefly unavailable (`store_unavailable`, `entity_unavailable`, \
-         `auth_unavailable`; `not_ready` from `/readyz`); nothing was recorded. Retry after \
-         `Retry-After` seconds.",
-        "store_unavailable", "the database is unavailable; retry shortly"
+         `auth_unavailable`, `timeout`; `not_ready` from `/readyz`). The message is always \
+         `temporarily unavailable, retry`. Retry after `Retry-After` seconds (with the same \
+         `request_id` where there is one).",
+        "store_unavailable", "temporarily unavailable, retry"
     );
 }

@@ -60,12 +60,7 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     // A node that is joining or leaving the cluster should get no traffic
     // from a load balancer.
     if !app.cluster.is_ready() {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "the node is joining or leaving the cluster",
-        )
-        .into_response();
+        return ApiError::unavailable("not_ready").into_response();
     }
     match app.store.ping().await {
         Ok(()) => Json(Ready {
@@ -75,12 +70,7 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
         .into_response(),
         Err(err) => {
             tracing::warn!(error = %err, "readiness: database unavailable");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                "the database is unavailable",
-            )
-            .into_response()
+            ApiError::unavailable("not_ready").into_response()
         }
     }
 }
@@ -89,20 +79,23 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
 ///
 /// The node's metrics in the Prometheus text format: checks by outcome,
 /// usage events, authentication failures, ledger commits, resident
-/// entities. Public (restrict it at the network); 404 when metrics are
-/// disabled.
+/// entities. Admin only on the public listener; no credential on
+/// `--ops-listen` (point Prometheus there). 404 when metrics are disabled.
 #[utoipa::path(
     get,
     path = "/metrics",
     operation_id = "metrics",
     tag = "ops",
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "Prometheus text exposition format.", body = String,
             content_type = "text/plain"),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
         (status = 404, response = super::openapi::NotFound),
     ),
 )]
-pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+pub async fn metrics(_: super::extract::OpsCaller, State(app): State<Arc<AppState>>) -> Response {
     match &app.metrics {
         Some(handle) => handle.render().into_response(),
         None => ApiError::not_found("not_found", "metrics are disabled").into_response(),

@@ -1,6 +1,6 @@
-//! Organisation members: added, re-roled and removed by the organisation's
-//! managers (members may leave on their own). Membership changes go to the
-//! store first, then to the in-memory directory that checks read.
+//! Organisation members: invited by the organisation's managers (added
+//! directly only by platform admins), re-roled and removed by them; members
+//! may leave on their own. The sequences live in `service::membership`.
 
 use super::AppState;
 use super::error::ApiError;
@@ -8,13 +8,14 @@ use super::extract::{Caller, JsonOrEmpty};
 use super::openapi::{BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable};
 use super::orgs::{no_such_org, refused};
 use crate::entity::EntityKey;
-use crate::identity::{Access, Principal};
-use crate::router::peer::Invalidation;
-use crate::service::tenancy;
+use crate::identity::{Access, Admission, Principal};
+use crate::limits::calendar::rfc3339;
+use crate::service::membership::Memberships;
 use crate::store::{MemberOutcome, OrgRole};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::ToSchema;
@@ -42,13 +43,27 @@ pub struct MemberResponse {
     pub role: &'static str,
 }
 
-/// Add a member, or change their role
+/// An invitation sent: the user becomes a member once they accept it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvitationSent {
+    /// Give this to the user; they accept it at
+    /// `POST /v1/invitations/{invitation_id}/accept`.
+    #[schema(example = "inv_0193a1c2e4f57b8c9d0e1f2a3b4c5d6e")]
+    pub invitation_id: String,
+    /// When it lapses if not accepted.
+    #[schema(format = DateTime, example = "2026-12-08T06:54:10Z")]
+    pub expires_at: String,
+}
+
+/// Invite a member, add one, or change a member's role
 ///
-/// Adds the user (201), or changes an existing member's role (200). The
-/// member's checks then count against the organisation's pooled limits and
-/// budget too, and they follow its tier. A user in another organisation
-/// cannot be added (404); the owner's role cannot change (409). Owners,
-/// the organisation's admins and its `org_admin` keys.
+/// Membership needs the member's consent. An organisation's owners, admins
+/// and `org_admin` keys **invite** (202): the user joins only by accepting
+/// under their own credential, within 7 days, and until then nothing of
+/// the organisation applies to them. Inviting answers the same for every
+/// user id, whoever it names. A platform admin adds the user directly
+/// (201). An existing member's role changes at once (200); the owner's
+/// role cannot change (409).
 #[utoipa::path(
     post,
     path = "/v1/orgs/{id}/members/{user_id}",
@@ -61,7 +76,8 @@ pub struct MemberResponse {
     request_body(content = Option<MemberBody>, description = "Optional; the role defaults to `member`."),
     responses(
         (status = 200, description = "The member's role was changed.", body = MemberResponse),
-        (status = 201, description = "The user was added.", body = MemberResponse),
+        (status = 201, description = "The user was added (platform admins only).", body = MemberResponse),
+        (status = 202, description = "The user was invited; they are not a member until they accept.", body = InvitationSent),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -77,63 +93,89 @@ pub async fn put_member(
     Caller(caller): Caller,
     Path((org_id, user_id)): Path<(String, String)>,
     JsonOrEmpty(body): JsonOrEmpty<MemberBody>,
-) -> Result<(StatusCode, Json<MemberResponse>), ApiError> {
-    Access::new(&caller, &app.directory)
-        .may_manage_org(&org_id)
-        .map_err(refused)?;
+) -> Result<Response, ApiError> {
+    let access = Access::new(&caller, &app.directory);
+    let admission = access.may_add_member(&org_id).map_err(refused)?;
     EntityKey::user(&user_id).map_err(|e| ApiError::invalid("user id", e))?;
     let role = match body.role.as_deref() {
         None | Some("member") => OrgRole::Member,
         Some("admin") => OrgRole::Admin,
         Some(_) => return Err(ApiError::invalid("role", "must be \"member\" or \"admin\"")),
     };
-    if app
-        .directory
-        .membership(&user_id)
-        .is_some_and(|m| m.role == OrgRole::Owner)
-    {
+    // Only this organisation's own owner: whether the user owns another
+    // organisation is none of this one's business.
+    let member_here = app.directory.membership(&user_id).filter(|m| *m.org_id == *org_id);
+    if member_here.as_ref().is_some_and(|m| m.role == OrgRole::Owner) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "owner",
             "the owner's role cannot be changed",
         ));
     }
-    let status = match app.store.put_member(&org_id, &user_id, role).await? {
+    let service = memberships(&app);
+    if admission == Admission::Invite && member_here.is_none() {
+        let invitation = service
+            .invite(&org_id, &user_id, role, created_by(&caller))
+            .await?
+            .ok_or_else(no_such_org)?;
+        tracing::info!(org = %org_id, user = %user_id, invitation = %invitation.id, "member invited");
+        let sent = InvitationSent {
+            invitation_id: invitation.id,
+            expires_at: rfc3339(invitation.expires_at_ms),
+        };
+        return Ok((StatusCode::ACCEPTED, Json(sent)).into_response());
+    }
+    let status = match service.put(&org_id, &user_id, role).await? {
         MemberOutcome::Added => StatusCode::CREATED,
         MemberOutcome::RoleChanged => StatusCode::OK,
-        // Another tenant's user: this organisation learns nothing more
-        // than that it cannot add them.
+        // Only a platform admin gets here for a user who is not a member
+        // (and an admin may know where everyone belongs).
         MemberOutcome::InAnotherOrg { .. } => {
-            return Err(ApiError::not_found(
-                "not_found",
-                "no such user available to join this organisation",
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "in_another_org",
+                "the user belongs to another organisation; they must leave it first",
             ));
         }
         MemberOutcome::NoSuchOrg => return Err(no_such_org()),
     };
-    app.directory.set(&user_id, &org_id, role);
-    app.cluster
-        .broadcast(Invalidation::Membership {
-            user_id: user_id.clone(),
-            org: Some((org_id.clone(), role.as_str().to_string())),
-        })
-        .await;
-    tenancy::refresh_user_tier(&app.router, &app.store, &app.directory, &user_id).await?;
-    Ok((
-        status,
-        Json(MemberResponse {
-            org_id,
-            user_id,
-            role: role.as_str(),
-        }),
-    ))
+    let member = MemberResponse {
+        org_id,
+        user_id,
+        role: role.as_str(),
+    };
+    Ok((status, Json(member)).into_response())
+}
+
+/// The service that sequences membership changes on this node.
+pub(super) fn memberships(app: &AppState) -> Memberships<'_> {
+    Memberships {
+        store: &app.store,
+        directory: &app.directory,
+        router: &app.router,
+        keys: &app.keys,
+        cluster: &app.cluster,
+    }
+}
+
+/// Who made a change, as keys and invitations record it.
+pub(super) fn created_by(caller: &Principal) -> Option<String> {
+    match caller {
+        Principal::Admin => Some("admin".to_string()),
+        Principal::User { user_id } => Some(format!("user:{user_id}")),
+        Principal::Key(grant) => Some(format!("key:{}", grant.id)),
+        Principal::Guest(_) => None,
+    }
 }
 
 /// Remove a member
 ///
-/// The user leaves the organisation: their own tier applies again. Members
-/// may leave on their own (signed in as themselves); owners, admins and
-/// `org_admin` keys may remove anyone but the owner (409).
+/// The user leaves the organisation, and nothing it did to them stays:
+/// the keys it bound to them stop working at once, its cap on their budget
+/// goes, and their own tier and budget apply again (their spend is theirs
+/// and unchanged). Members may leave on their own (signed in as
+/// themselves); owners, admins and `org_admin` keys may remove anyone but
+/// the owner (409).
 #[utoipa::path(
     delete,
     path = "/v1/orgs/{id}/members/{user_id}",
@@ -160,8 +202,10 @@ pub async fn delete_member(
     Path((org_id, user_id)): Path<(String, String)>,
 ) -> Result<Json<MemberResponse>, ApiError> {
     let access = Access::new(&caller, &app.directory);
-    // Members may leave on their own; managers may remove anyone but the owner.
-    let leaving = caller.own_user().is_some_and(|own| **own == *user_id) && matches!(caller, Principal::User { .. });
+    // Members may leave on their own (under their own credential, not a
+    // key the organisation holds for them); managers may remove anyone but
+    // the owner.
+    let leaving = access.own_credential_user().is_some_and(|own| **own == *user_id);
     if leaving {
         access.may_read_org(&org_id).map_err(refused)?;
     } else {
@@ -177,17 +221,9 @@ pub async fn delete_member(
             "the owner cannot leave the organisation",
         ));
     }
-    if !app.store.remove_member(&org_id, &user_id).await? {
+    if memberships(&app).remove(&org_id, &user_id).await?.is_none() {
         return Err(ApiError::not_found("not_found", "no such member"));
     }
-    app.directory.remove(&user_id);
-    app.cluster
-        .broadcast(Invalidation::Membership {
-            user_id: user_id.clone(),
-            org: None,
-        })
-        .await;
-    tenancy::refresh_user_tier(&app.router, &app.store, &app.directory, &user_id).await?;
     Ok(Json(MemberResponse {
         org_id,
         user_id,

@@ -59,6 +59,7 @@ pub struct StatusResponse<'a> {
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
         (status = 404, response = super::openapi::NotFound),
+        (status = 429, response = super::openapi::TooManyRequests),
         (status = 503, response = super::openapi::Unavailable),
     ),
     security(("bearer" = []), ()),
@@ -78,7 +79,15 @@ pub async fn status(
         }
         (None, None) => None,
     };
-    let subject = subject::resolve(&caller, &app.directory, q.user_id.as_deref(), guest.as_ref())?;
+    let subject = subject::resolve(
+        &caller,
+        &app.directory,
+        q.user_id.as_deref(),
+        guest.as_ref(),
+        app.auth.guest_ipv6_prefix,
+    )?;
+    // A view starts no actor, but a non-resident entity costs a store read.
+    subject::bound_new_entities(&app, &caller, &subject)?;
     let mut found = Vec::with_capacity(subject.entities.len());
     for key in &subject.entities {
         found.push(app.router.view(key).await?);

@@ -1,11 +1,13 @@
 //! Whose limits a request is about, and whether the caller may say so.
 
+use super::AppState;
 use super::error::ApiError;
-use crate::entity::{EntityKey, EntityKind};
+use crate::entity::{EntityKey, EntityKind, KeyError};
 use crate::identity::access::{Acting, Named};
 use crate::identity::{Access, Directory, Guest, Principal};
 use crate::store::UsageSubject;
 use serde::Deserialize;
+use std::net::IpAddr;
 use utoipa::ToSchema;
 
 /// A guest named by a service credential: limited by its IP and, when
@@ -13,7 +15,8 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GuestRef {
-    /// The guest's IP address (v4 or v6).
+    /// The guest's IP address (v4 or v6). An IPv6 guest is keyed by its
+    /// network (`--guest-ipv6-prefix`, default /64), as an anonymous one is.
     #[schema(example = "203.0.113.7")]
     pub ip: String,
     /// The guest's browser fingerprint (1-256 bytes, no spaces).
@@ -64,8 +67,16 @@ impl Subject {
         usage
     }
 
-    fn named_guest(guest: &GuestRef) -> Result<Self, ApiError> {
-        let ip = EntityKey::ip_str(&guest.ip).map_err(|e| ApiError::invalid("guest.ip", e))?;
+    /// A guest named by a service credential, keyed like an anonymous one
+    /// (IPv6 folded to `ipv6_prefix`), so both ways of naming a guest
+    /// count against the same entities.
+    fn named_guest(guest: &GuestRef, ipv6_prefix: u8) -> Result<Self, ApiError> {
+        let addr: IpAddr = guest
+            .ip
+            .trim()
+            .parse()
+            .map_err(|_| ApiError::invalid("guest.ip", KeyError::BadIp))?;
+        let ip = EntityKey::guest_ip(addr, ipv6_prefix);
         let fingerprint = guest
             .fingerprint
             .as_deref()
@@ -78,12 +89,14 @@ impl Subject {
 
 /// Resolves the subject of a check, usage or status request: a service
 /// credential names exactly one of `user_id` / `guest`; a user credential
-/// is its own subject (and may name only itself); a guest is itself.
+/// is its own subject (and may name only itself); a guest is itself. A
+/// named guest's IPv6 address is folded to `ipv6_prefix`.
 pub fn resolve(
     caller: &Principal,
     directory: &Directory,
     user_id: Option<&str>,
     guest: Option<&GuestRef>,
+    ipv6_prefix: u8,
 ) -> Result<Subject, ApiError> {
     let named = match (user_id, guest) {
         (Some(_), Some(_)) => return Err(ApiError::invalid("user_id", "name either user_id or guest, not both")),
@@ -106,10 +119,31 @@ pub fn resolve(
     })?;
     match (acting, guest, caller) {
         (Acting::User(id), _, _) => Subject::user(&id, directory),
-        (Acting::NamedGuest, Some(g), _) => Subject::named_guest(g),
+        (Acting::NamedGuest, Some(g), _) => Subject::named_guest(g, ipv6_prefix),
         (Acting::SelfGuest, _, Principal::Guest(g)) => Ok(Subject::guest(g)),
         _ => Err(ApiError::invalid("guest", "a guest must be named by ip")),
     }
+}
+
+/// Bounds what a guest's request may bring into memory: each entity of
+/// `subject` not yet resident counts against the guest's IP for this
+/// second (`--max-new-entities-per-ip`); beyond it, 429 `rate_limited`
+/// with `Retry-After`. Credentialed callers pass (see
+/// [`crate::service::new_entities`]).
+pub fn bound_new_entities(app: &AppState, caller: &Principal, subject: &Subject) -> Result<(), ApiError> {
+    let Principal::Guest(guest) = caller else {
+        return Ok(());
+    };
+    let now = crate::limits::calendar::now_ms();
+    app.new_entities
+        .admit(&app.router, &guest.ip, &subject.entities, now)
+        .map_err(|refused| {
+            let secs = u64::try_from(refused.retry_at_ms.saturating_sub(now)).map_or(1, |ms| ms.div_ceil(1000).max(1));
+            ApiError::rate_limited(
+                "this client is bringing too many new guests or fingerprints into memory per second",
+                secs,
+            )
+        })
 }
 
 /// Refuses callers that may not write money (record usage, settle or

@@ -103,7 +103,13 @@ pub async fn record(
     ApiJson(req): ApiJson<UsageRequest>,
 ) -> Result<Response, ApiError> {
     subject::may_write_money(&caller, &app.directory)?;
-    let subject = subject::resolve(&caller, &app.directory, req.user_id.as_deref(), req.guest.as_ref())?;
+    let subject = subject::resolve(
+        &caller,
+        &app.directory,
+        req.user_id.as_deref(),
+        req.guest.as_ref(),
+        app.auth.guest_ipv6_prefix,
+    )?;
     if !valid_model_name(&req.model) {
         return Err(ApiError::invalid(
             "model",

@@ -12,6 +12,7 @@ use super::directory::Directory;
 use super::principal::Principal;
 use super::scope::{Scope, Scopes};
 use crate::entity::{EntityKey, EntityKind};
+use crate::store::KeyListing;
 use std::sync::Arc;
 
 /// Why an action is refused.
@@ -46,6 +47,33 @@ pub enum Acting {
 
 /// An organisation and a user an action is narrowed to (`None`: any).
 pub type Reach = (Option<Arc<str>>, Option<Arc<str>>);
+
+/// How a member gets into an organisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// A platform admin adds the user at once.
+    Direct,
+    /// Anyone else may only invite; the user joins by accepting.
+    Invite,
+}
+
+/// Which budget `PUT/DELETE /v1/users/{id}/budget` sets for this caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BudgetAuthority {
+    /// The user's own budget (platform admins only).
+    Own,
+    /// The cap the user's organisation puts on them as a member (its
+    /// managers). It ends with the membership.
+    MemberCap { org_id: Arc<str> },
+}
+
+/// What a caller wants to do with an existing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAction {
+    Read,
+    Rotate,
+    Revoke,
+}
 
 /// Decisions for one caller.
 pub struct Access<'a> {
@@ -194,15 +222,58 @@ impl<'a> Access<'a> {
             .map_err(|_| Denied::Forbidden("only an admin may change an organisation's tier"))
     }
 
-    /// A user's budget: admins, or managers of the user's organisation.
-    pub fn may_manage_user_budget(&self, user_id: &str) -> Result<(), Denied> {
+    /// A user's budget: admins set the user's own; managers of the user's
+    /// organisation set only a member cap, which can lower the user's limit
+    /// but never outlives the membership. A user in no organisation (or
+    /// only invited to one) is nobody's but the admins'.
+    pub fn may_manage_user_budget(&self, user_id: &str) -> Result<BudgetAuthority, Denied> {
         if self.is_admin() {
-            return Ok(());
+            return Ok(BudgetAuthority::Own);
         }
         self.signed_in()?;
         match self.directory.org_of(user_id) {
-            Some(org) => self.may_manage_org(&org),
+            Some(org) => {
+                self.may_manage_org(&org)?;
+                Ok(BudgetAuthority::MemberCap { org_id: org })
+            }
             None => Err(Denied::Hidden),
+        }
+    }
+
+    /// Adding someone to an organisation: a platform admin adds them
+    /// directly; the organisation's own managers may only invite (the
+    /// user's consent makes the membership).
+    pub fn may_add_member(&self, org_id: &str) -> Result<Admission, Denied> {
+        self.may_manage_org(org_id)?;
+        Ok(if self.is_admin() {
+            Admission::Direct
+        } else {
+            Admission::Invite
+        })
+    }
+
+    /// The user signed in under their *own* credential: their JWT, or a
+    /// personal `check` key (no organisation) that acts as them. Keys an
+    /// organisation holds for a member do not count: the organisation must
+    /// not be able to consent, or revoke, in the member's name.
+    pub fn own_credential_user(&self) -> Option<&'a Arc<str>> {
+        match self.principal {
+            Principal::User { user_id } => Some(user_id),
+            Principal::Key(grant) if grant.org_id.is_none() && grant.scopes.contains(Scope::Check) => {
+                grant.user_id.as_ref()
+            }
+            _ => None,
+        }
+    }
+
+    /// Answering (or listing) invitations: only the invited user, as
+    /// themselves. Returns who that is; the store matches the invitation
+    /// against them, so an invitation for anyone else is simply not found.
+    pub fn invitee(&self) -> Result<Arc<str>, Denied> {
+        match (self.principal, self.own_credential_user()) {
+            (Principal::Guest(_), _) => Err(Denied::Unauthenticated),
+            (_, Some(user)) => Ok(user.clone()),
+            _ => Err(Denied::Hidden),
         }
     }
 
@@ -256,20 +327,63 @@ impl<'a> Access<'a> {
         }
     }
 
-    /// May the caller rotate, revoke or read a key owned by this org/user?
-    pub fn may_manage_key(&self, key_org: Option<&str>, key_user: Option<&str>) -> Result<(), Denied> {
+    /// May the caller read, rotate or revoke a key owned by this org/user?
+    /// Besides the key's owners, the user a key acts as may read and revoke
+    /// it under their own credential, even when an organisation made it: a
+    /// user can always shut off what speaks for them. Rotating an
+    /// organisation's key would hand the user its secret, so that stays
+    /// with the organisation.
+    pub fn may_manage_key(
+        &self,
+        key_org: Option<&str>,
+        key_user: Option<&str>,
+        action: KeyAction,
+    ) -> Result<(), Denied> {
         match self.principal {
-            Principal::Admin => Ok(()),
-            Principal::Guest(_) => Err(Denied::Unauthenticated),
-            _ => match (key_org, key_user) {
-                (Some(org), _) => self.may_manage_org(org).map_err(|_| Denied::Hidden),
-                (None, Some(user)) => match self.principal {
-                    Principal::User { user_id } if &**user_id == user => Ok(()),
-                    _ => Err(Denied::Hidden),
-                },
-                (None, None) => Err(Denied::Hidden),
-            },
+            Principal::Admin => return Ok(()),
+            Principal::Guest(_) => return Err(Denied::Unauthenticated),
+            _ => {}
         }
+        if let (Some(own), Some(user)) = (self.own_credential_user(), key_user)
+            && &**own == user
+            && (action != KeyAction::Rotate || key_org.is_none())
+        {
+            return Ok(());
+        }
+        match key_org {
+            Some(org) => self.may_manage_org(org).map_err(|_| Denied::Hidden),
+            None => Err(Denied::Hidden),
+        }
+    }
+
+    /// Which keys `GET /v1/api-keys` lists for the caller: admins all; an
+    /// organisation's managers its keys; a user (under their own
+    /// credential) the keys acting as them, wherever they came from.
+    pub fn key_listing(&self) -> Result<KeyListing, Denied> {
+        match self.principal {
+            Principal::Admin => return Ok(KeyListing::All),
+            Principal::Guest(_) => return Err(Denied::Unauthenticated),
+            Principal::Key(grant) if grant.scopes.contains(Scope::OrgAdmin) => {
+                if let Some(org) = &grant.org_id {
+                    return Ok(KeyListing::Reach {
+                        org_id: Some(org.to_string()),
+                        user_id: None,
+                    });
+                }
+            }
+            _ => {}
+        }
+        let Some(own) = self.own_credential_user() else {
+            return Err(Denied::Forbidden("this credential may not list keys"));
+        };
+        let managed_org = self
+            .directory
+            .org_of(own)
+            .filter(|org| self.may_manage_org(org).is_ok());
+        Ok(KeyListing::Reach {
+            org_id: managed_org.map(|org| org.to_string()),
+            user_id: Some(own.to_string()),
+        })
     }
 
     /// The filters a usage summary runs with: the caller's reach narrows
@@ -311,3 +425,6 @@ impl<'a> Access<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,18 +1,39 @@
 //! The admin token: a bearer secret for operators (and, for now, the
 //! service credential a chat backend uses).
 //!
-//! Only its SHA-256 is kept. If none is configured and none is stored, one
-//! is generated at first start, printed once to stderr, and its hash stored.
+//! Only its SHA-256 is kept. A configured token must be at least
+//! [`MIN_ADMIN_TOKEN_LEN`] characters. If none is configured and none is
+//! stored, one is generated at first start and written to a file only its
+//! owner can read (`--admin-token-file`); then its hash is stored. It is
+//! never printed: terminals, log collectors and CI keep stderr.
 
-use crate::store::{Store, StoreResult};
+use crate::store::{Store, StoreError};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use subtle::ConstantTimeEq;
 
 const SETTING: &str = "admin_token_sha256";
+
+/// The admin token is everything, everywhere: 32 characters is the least
+/// that is not guessable from a short list (a generated one has 43).
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminTokenError {
+    #[error(
+        "the configured admin token (--admin-token / TOLLGATE_ADMIN_TOKEN) has {0} characters; it must have at least {MIN_ADMIN_TOKEN_LEN} (generate one with `openssl rand -base64 32`)"
+    )]
+    TooShort(usize),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("could not write the generated admin token to {path}: {source}")]
+    File { path: PathBuf, source: std::io::Error },
+}
 
 /// A verifier for the admin token.
 #[derive(Debug, Clone)]
@@ -59,19 +80,28 @@ impl AdminToken {
 }
 
 /// Where the admin token came from.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum AdminTokenSource {
     /// `--admin-token` / `TOLLGATE_ADMIN_TOKEN`.
     Configured,
     /// The hash stored by an earlier start.
     Stored,
-    /// Generated now; the secret must be shown to the operator once.
-    Generated(String),
+    /// Generated now and written to this file (mode 0600).
+    Generated(PathBuf),
 }
 
-/// Resolves the admin token at start-up (see the module docs).
-pub async fn resolve(store: &Store, configured: Option<&str>) -> StoreResult<(AdminToken, AdminTokenSource)> {
+/// Resolves the admin token at start-up (see the module docs). `file` is
+/// where a generated token goes.
+pub async fn resolve(
+    store: &Store,
+    configured: Option<&str>,
+    file: &Path,
+) -> Result<(AdminToken, AdminTokenSource), AdminTokenError> {
     if let Some(secret) = configured {
+        let length = secret.chars().count();
+        if length < MIN_ADMIN_TOKEN_LEN {
+            return Err(AdminTokenError::TooShort(length));
+        }
         return Ok((AdminToken::from_secret(secret), AdminTokenSource::Configured));
     }
     if let Some(token) = stored(store).await? {
@@ -81,17 +111,46 @@ pub async fn resolve(store: &Store, configured: Option<&str>) -> StoreResult<(Ad
     rand::rng().fill_bytes(&mut bytes);
     let secret = format!("tga_{}", URL_SAFE_NO_PAD.encode(bytes));
     let token = AdminToken::from_secret(&secret);
+    // The file first: a hash stored for a secret nobody can read would
+    // lock the operator out for good.
+    write_secret(file, &secret).map_err(|source| AdminTokenError::File {
+        path: file.to_path_buf(),
+        source,
+    })?;
     if store.put_setting_if_absent(SETTING, &hex_encode(&token.sha256)).await? {
-        return Ok((token, AdminTokenSource::Generated(secret)));
+        return Ok((token, AdminTokenSource::Generated(file.to_path_buf())));
     }
-    // Another node stored one first; use it.
+    // Another node stored one first; use it, and do not leave a secret
+    // that opens nothing.
+    let _ = std::fs::remove_file(file);
     match stored(store).await? {
         Some(token) => Ok((token, AdminTokenSource::Stored)),
-        None => Ok((token, AdminTokenSource::Generated(secret))),
+        None => Err(AdminTokenError::Store(StoreError::Corrupt {
+            column: SETTING,
+            value: "stored by another node but unreadable".into(),
+        })),
     }
 }
 
-async fn stored(store: &Store) -> StoreResult<Option<AdminToken>> {
+/// Writes `secret` to a new file readable by its owner only. An old file
+/// is replaced, never reused: its mode could be wider.
+fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(secret.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+async fn stored(store: &Store) -> Result<Option<AdminToken>, StoreError> {
     Ok(store
         .get_setting(SETTING)
         .await?
@@ -116,6 +175,20 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(unix)]
+    fn the_secret_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("token");
+        std::fs::write(&path, "old").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        write_secret(&path, "tga_new").expect("write secret");
+        let mode = std::fs::metadata(&path).expect("metadata").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "tga_new\n");
+    }
 
     #[test]
     fn verifies_only_the_right_secret() {

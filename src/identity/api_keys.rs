@@ -64,7 +64,9 @@ impl ApiKeys {
     }
 
     /// Creates a key; returns its record and its secret (shown once).
-    pub async fn create(&self, new: NewKey) -> Result<(ApiKeyRecord, String), StoreError> {
+    /// `None` (nothing created) if the key is bound to a user who is not,
+    /// or no longer, a member of its organisation.
+    pub async fn create(&self, new: NewKey) -> Result<Option<(ApiKeyRecord, String)>, StoreError> {
         let secret = generate_secret();
         let record = ApiKeyRecord {
             id: format!("key_{}", uuid::Uuid::new_v4().simple()),
@@ -78,9 +80,11 @@ impl ApiKeys {
             last_used_at_ms: None,
         };
         let hash = SecretHash::of(&secret);
-        self.store.create_api_key(&record, &hash.to_hex()).await?;
+        if !self.store.create_api_key(&record, &hash.to_hex()).await? {
+            return Ok(None);
+        }
         self.ring.insert(Arc::new(grant_of(&record)?), hash, None);
-        Ok((record, secret))
+        Ok(Some((record, secret)))
     }
 
     /// A new secret for the key; the old ones stay valid for `grace`.

@@ -17,7 +17,7 @@ pub mod key_ring;
 pub mod principal;
 pub mod scope;
 
-pub use access::{Access, Denied};
+pub use access::{Access, Admission, BudgetAuthority, Denied, KeyAction};
 pub use admin_token::AdminToken;
 pub use directory::Directory;
 pub use guest::Guest;
@@ -51,6 +51,8 @@ pub struct Authenticator {
     pub keys: Arc<KeyRing>,
     pub jwt: Option<jwt::JwtVerifier>,
     pub trusted_proxies: Vec<IpNet>,
+    /// IPv6 guests are keyed by this prefix of their address.
+    pub guest_ipv6_prefix: u8,
 }
 
 impl Authenticator {
@@ -60,6 +62,7 @@ impl Authenticator {
                 headers,
                 peer,
                 &self.trusted_proxies,
+                self.guest_ipv6_prefix,
             )?));
         };
         let token = value
@@ -85,6 +88,7 @@ impl Authenticator {
         {
             return match verifier.verify(token).await {
                 Ok(verified) if verified.admin => Ok(Principal::Admin),
+                Ok(verified) if verified.service => Ok(Principal::Key(Arc::new(service_grant(&verified.subject)))),
                 Ok(verified) => Ok(Principal::User {
                     user_id: Arc::from(verified.subject.as_str()),
                 }),
@@ -97,6 +101,15 @@ impl Authenticator {
         }
         Err(failed(peer, "token", AuthError::InvalidToken))
     }
+}
+
+/// A service JWT acts like a `service` key of no organisation: it may name
+/// any subject, and is not itself a user (so [`Principal::service_reach`]
+/// stays the one test of "is this a service credential"). The id names the
+/// token's subject for `created_by` columns and logs.
+fn service_grant(subject: &str) -> key_ring::KeyGrant {
+    let scopes: scope::Scopes = [scope::Scope::Service].into_iter().collect();
+    key_ring::KeyGrant::new(&format!("jwt:{subject}"), scopes, None, None, None)
 }
 
 /// Counts and logs a failed authentication (never the token itself).

@@ -9,11 +9,14 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub enum Principal {
     /// The admin token, an `admin`-scoped key, or a JWT carrying the
-    /// `tollgate:admin` permission: everything, everywhere.
+    /// `tollgate:admin` permission (from `permissions`; from `scope` only
+    /// with `--jwt-admin-from-scope`): everything, everywhere.
     Admin,
     /// An end user signed in with their own access token (JWT `sub`).
     User { user_id: Arc<str> },
-    /// Any other API key: what it may do is in its grant.
+    /// Any other API key: what it may do is in its grant. A JWT carrying
+    /// the service permission is one too: a synthetic grant with the
+    /// `service` scope, no organisation and no user.
     Key(Arc<KeyGrant>),
     /// No credential.
     Guest(Guest),

@@ -6,11 +6,35 @@
 //! `spent + held + estimate ≤ limit`; without one, while
 //! `spent + held < limit` (the seed's rule). The only overshoot possible
 //! is actual − estimate on calls already admitted.
+//!
+//! A zero estimate reserves nothing, so it is no estimate: it is judged by
+//! the no-estimate rule (an exhausted budget refuses it) and never takes a
+//! hold. Otherwise `spent + held + 0 ≤ limit` would admit on a budget that
+//! refuses a check without an estimate.
 
 use super::calendar::Period;
+use crate::money::Usd;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use uuid::Uuid;
+
+/// The part of an estimate that reserves something: `None` for no
+/// estimate and for one of zero (or less), which reserve nothing.
+pub fn reservable(estimate: Option<Decimal>) -> Option<Decimal> {
+    estimate.filter(|e| *e > Decimal::ZERO)
+}
+
+/// The monthly limit a user entity runs with: the lower of the user's own
+/// budget and the cap their organisation puts on it as a member, either of
+/// which may be absent (none = unlimited). An organisation can only lower a
+/// member's limit, never lift the user's own, and when the membership ends
+/// (the cap is deleted) the user's own budget is what remains.
+pub fn effective_budget(own: Option<Usd>, member_cap: Option<Usd>) -> Option<Usd> {
+    match (own, member_cap) {
+        (Some(own), Some(cap)) => Some(own.min(cap)),
+        (own, cap) => own.or(cap),
+    }
+}
 
 /// One reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -102,12 +126,13 @@ impl Budget {
 
     /// Whether a check with this estimate may be admitted (call
     /// [`Budget::advance`] first).
+    /// A zero estimate is judged as none ([`reservable`]).
     pub fn admits(&self, estimate: Option<Decimal>) -> Result<(), OverBudget> {
         let Some(limit) = self.limit else {
             return Ok(());
         };
         let committed = self.spent + self.held;
-        let ok = match estimate {
+        let ok = match reservable(estimate) {
             Some(e) => committed + e <= limit,
             None => committed < limit,
         };
@@ -120,10 +145,15 @@ impl Budget {
     }
 
     /// Reserves `amount` under `id` until `expires_ms`. Re-using an id
-    /// replaces its hold.
-    pub fn hold(&mut self, id: Uuid, amount: Decimal, expires_ms: i64) {
+    /// replaces its hold. Returns whether a hold was taken: an amount that
+    /// reserves nothing ([`reservable`]) takes none.
+    pub fn hold(&mut self, id: Uuid, amount: Decimal, expires_ms: i64) -> bool {
+        if reservable(Some(amount)).is_none() {
+            return false;
+        }
         self.holds.insert(id, Hold { amount, expires_ms });
         self.recount_holds();
+        true
     }
 
     /// Removes a hold; returns what it held (None if unknown or expired).
@@ -198,7 +228,65 @@ mod tests {
         assert_eq!(b.spent(), d("3"));
     }
 
+    #[test]
+    fn a_zero_estimate_is_no_estimate() {
+        let p = Period::containing(T0);
+        let mut exhausted = Budget::new(Some(d("1")), p, d("1"));
+        assert!(exhausted.admits(None).is_err());
+        assert!(exhausted.admits(Some(Decimal::ZERO)).is_err());
+        assert!(!exhausted.hold(Uuid::new_v4(), Decimal::ZERO, T0 + 1));
+        assert!(!exhausted.has_holds());
+    }
+
+    fn usd(cents: Option<u32>) -> Option<Usd> {
+        cents.map(|c| Usd::new(Decimal::new(i64::from(c), 2)).unwrap())
+    }
+
+    #[test]
+    fn a_member_cap_only_lowers_the_users_own_budget() {
+        assert_eq!(effective_budget(usd(Some(500)), usd(Some(0))), usd(Some(0)));
+        assert_eq!(effective_budget(usd(Some(500)), usd(Some(900))), usd(Some(500)));
+        assert_eq!(effective_budget(None, usd(Some(900))), usd(Some(900)));
+        assert_eq!(effective_budget(usd(Some(500)), None), usd(Some(500)));
+        assert_eq!(effective_budget(None, None), None);
+    }
+
     proptest! {
+        /// Never above either limit that is set, always equal to one of them.
+        #[test]
+        fn effective_budget_is_the_tighter_limit(own in proptest::option::of(0u32..100_000),
+                                                 cap in proptest::option::of(0u32..100_000)) {
+            let got = effective_budget(usd(own), usd(cap));
+            for limit in [usd(own), usd(cap)].into_iter().flatten() {
+                prop_assert!(got.is_some_and(|g| g <= limit));
+            }
+            prop_assert!(got == usd(own) || got == usd(cap));
+            // Without a cap the user's own budget is exactly what remains.
+            prop_assert_eq!(effective_budget(usd(own), None), usd(own));
+        }
+    }
+
+    proptest! {
+        /// A zero estimate is judged exactly as no estimate, whatever the
+        /// limit, spend and holds, and never leaves a hold behind.
+        #[test]
+        fn zero_estimate_equals_none(
+            limit in proptest::option::of(0u32..1000),
+            spent in 0u32..1500,
+            holds in proptest::collection::vec(1u32..300, 0..4),
+        ) {
+            let p = Period::containing(T0);
+            let mut b = Budget::new(limit.map(|l| Decimal::new(l.into(), 2)), p, Decimal::new(spent.into(), 2));
+            for h in holds {
+                b.hold(Uuid::new_v4(), Decimal::new(h.into(), 2), T0 + 1000);
+            }
+            prop_assert_eq!(b.admits(Some(Decimal::ZERO)), b.admits(None));
+            prop_assert_eq!(reservable(Some(Decimal::ZERO)), None);
+            let before = b.clone();
+            prop_assert!(!b.hold(Uuid::new_v4(), Decimal::ZERO, T0 + 1000));
+            prop_assert_eq!(b, before);
+        }
+
         /// Whatever sequence of holds, releases and commits, admitted
         /// estimates never take spent + held past the limit.
         #[test]

@@ -174,10 +174,8 @@ impl EntityLimits {
         let day_start_ms = self.day.add(n, now_ms);
         let month_start_ms = self.month.add(n, now_ms);
         let hold = match (ask.hold, ask.estimate) {
-            (Some((id, expires_ms)), Some(amount)) => {
-                self.budget.hold(id, amount, expires_ms);
-                Some(id)
-            }
+            // A zero estimate holds nothing (and reports no hold).
+            (Some((id, expires_ms)), Some(amount)) => self.budget.hold(id, amount, expires_ms).then_some(id),
             _ => None,
         };
         Ok(Admitted {

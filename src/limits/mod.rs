@@ -6,6 +6,7 @@ pub mod budget;
 pub mod calendar;
 pub mod entity;
 pub mod gcra;
+pub mod new_entities;
 pub mod pricing;
 pub mod tier;
 pub mod window;

@@ -2,13 +2,16 @@
 //! flusher, the ledger and the HTTP API, started and stopped together.
 
 mod cluster;
+pub mod connections;
 mod reconcile;
 
 pub use cluster::ClusterNode;
 
 use crate::actor::{ActorDeps, EntitySupervisor, Takeover};
+use crate::alerts::dispatcher::DispatchSettings;
+use crate::alerts::{Dispatcher, DispatcherHandle, Senders};
 use crate::catalog::Catalog;
-use crate::config::ServeConfig;
+use crate::config::{HttpConfig, ServeConfig};
 use crate::http::{self, AppState};
 use crate::identity::admin_token::{self, AdminTokenSource};
 use crate::identity::api_keys::ApiKeys;
@@ -19,15 +22,20 @@ use crate::router::deltas::CounterDeltas;
 use crate::router::flusher::Flusher;
 use crate::router::peer_handler::PeerHandler;
 use crate::router::{EntityRouter, LocalEntities, PassivationPolicy, spawn_sweeper};
+use crate::service::new_entities::NewEntityGate;
 use crate::store::{Store, StoreError};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use ractor::Actor;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+/// The alert lease owner of a node outside a cluster (there is one).
+const SINGLE_NODE_ID: &str = "single";
 
 /// How often API keys' `last_used_at` is written (one batch per round).
 const KEY_USE_WRITE_INTERVAL: Duration = Duration::from_secs(10);
@@ -50,18 +58,27 @@ pub struct Node {
     flusher: Arc<Flusher>,
     local: Arc<LocalEntities>,
     tasks: Vec<JoinHandle<()>>,
-    generated_admin_token: Option<String>,
+    /// Stopped at shutdown after the ledger's last commit.
+    dispatcher: Option<DispatcherHandle>,
+    generated_admin_token_file: Option<PathBuf>,
+    http: HttpConfig,
+    /// The `--ops-listen` listener, bound at start so a taken port fails
+    /// the start, not the serve.
+    ops_listener: Option<TcpListener>,
 }
 
 impl Node {
     /// Opens the store (migrating it), loads the catalogue and starts the
     /// background tasks.
     pub async fn start(config: &ServeConfig) -> Result<Node, NodeError> {
+        config.http.validate().map_err(NodeError::Config)?;
         let store = Store::open(&config.database.database_url).await?;
         let catalog = Arc::new(Catalog::new(store.load_tiers().await?, store.load_prices().await?));
-        let (admin, source) = admin_token::resolve(&store, config.admin_token.as_deref()).await?;
-        let generated_admin_token = match source {
-            AdminTokenSource::Generated(secret) => Some(secret),
+        let (admin, source) = admin_token::resolve(&store, config.admin_token.as_deref(), &config.admin_token_file())
+            .await
+            .map_err(|e| NodeError::Config(e.to_string()))?;
+        let generated_admin_token_file = match source {
+            AdminTokenSource::Generated(path) => Some(path),
             _ => None,
         };
 
@@ -97,7 +114,8 @@ impl Node {
             flusher: flusher.clone(),
             takeover: cluster.routing.clone().map(|r| r as Arc<dyn Takeover>),
         };
-        let local = Arc::new(LocalEntities::new(supervisor.get_cell(), deps));
+        let max_entities = usize::try_from(config.max_entities).unwrap_or(usize::MAX);
+        let local = Arc::new(LocalEntities::new(supervisor.get_cell(), deps, max_entities));
         let router = match &cluster.routing {
             Some(routing) => EntityRouter::clustered(local.clone(), routing.clone()),
             None => EntityRouter::new(local.clone()),
@@ -123,7 +141,7 @@ impl Node {
         }
         let policy = PassivationPolicy {
             idle_timeout: config.idle_timeout(),
-            max_entities: usize::try_from(config.max_entities).unwrap_or(usize::MAX),
+            max_entities,
             sweep_every: (config.idle_timeout() / 10).clamp(Duration::from_millis(200), Duration::from_secs(10)),
         };
         let mut tasks = vec![
@@ -142,36 +160,57 @@ impl Node {
             tasks.push(caches.spawn(reconcile::RECONCILE_EVERY));
         }
         let ledger_concurrency = if matches!(store, Store::Postgres(_)) { 4 } else { 1 };
+        let ledger = Ledger::spawn(store.clone(), ledger_concurrency);
+        // Alert delivery: woken by the ledger after each commit that
+        // created deliveries; leases carry the node id.
+        let senders = Senders::new(&config.alerts).map_err(|e| NodeError::Config(e.to_string()))?;
+        let dispatcher = Dispatcher::new(
+            Arc::new(store.clone()),
+            senders,
+            config.cluster.node_id.as_deref().unwrap_or(SINGLE_NODE_ID),
+            DispatchSettings::from_config(&config.alerts),
+            ledger.alerts_written(),
+        )
+        .spawn();
         let state = Arc::new(AppState {
             router,
             cluster: Arc::new(cluster),
             catalog,
-            ledger: Ledger::spawn(store.clone(), ledger_concurrency),
+            ledger,
             store,
             auth: Authenticator {
                 admin,
                 keys: keys.ring().clone(),
                 jwt,
                 trusted_proxies: config.trusted_proxies.clone(),
+                guest_ipv6_prefix: config.guest_ipv6_prefix,
             },
             directory,
             keys,
             hold_ttl_ms: i64::try_from(config.hold_ttl_s * 1000).unwrap_or(i64::MAX),
+            new_entities: NewEntityGate::new(config.max_new_entities_per_ip),
             metrics: Some(metrics_handle().clone()),
             metrics_counters: http::HotCounters::register(),
         });
+        let ops_listener = match config.ops_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         Ok(Node {
             state,
             flusher,
             local,
             tasks,
-            generated_admin_token,
+            dispatcher: Some(dispatcher),
+            generated_admin_token_file,
+            http: config.http.clone(),
+            ops_listener,
         })
     }
 
-    /// The admin token, if this start generated it (show it once).
-    pub fn generated_admin_token(&self) -> Option<&str> {
-        self.generated_admin_token.as_deref()
+    /// The file holding the admin token, if this start generated it.
+    pub fn generated_admin_token_file(&self) -> Option<&Path> {
+        self.generated_admin_token_file.as_deref()
     }
 
     pub fn state(&self) -> &Arc<AppState> {
@@ -187,15 +226,30 @@ impl Node {
         http::routes(self.state.clone())
     }
 
-    /// Serves HTTP on `listener` until `shutdown` completes, then shuts
-    /// down gracefully: stop accepting, finish in-flight requests, wait for
-    /// ledger commits, flush every counter delta.
+    /// Where `--ops-listen` is bound, if it is.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves HTTP on `listener` (and on `--ops-listen`) until `shutdown`
+    /// completes, then shuts down gracefully: stop accepting, finish
+    /// in-flight requests within `--shutdown-grace-s`, wait for ledger
+    /// commits, flush every counter delta.
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), NodeError> {
-        let app = self.app().into_make_service_with_connect_info::<SocketAddr>();
+        let mut endpoints = vec![connections::Endpoint {
+            listener,
+            app: self.app(),
+        }];
+        if let Some(ops) = self.ops_listener.take() {
+            endpoints.push(connections::Endpoint {
+                listener: ops,
+                app: http::ops_routes(self.state.clone()),
+            });
+        }
         // In a cluster, a shutdown is a graceful leave: entities are handed
         // over while HTTP still answers (forwarding to the new owners).
         let cluster = self.state.cluster.clone();
@@ -205,15 +259,16 @@ impl Node {
             cluster.leave(&local).await;
         };
         self.state.cluster.ready().await;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(leave_then_stop)
-            .await?;
+        connections::serve(&self.http, endpoints, leave_then_stop).await;
         self.shutdown().await
     }
 
     /// Final flush and stop (after the HTTP server has stopped).
-    pub async fn shutdown(self) -> Result<(), NodeError> {
+    pub async fn shutdown(mut self) -> Result<(), NodeError> {
         self.state.ledger.drain().await;
+        if let Some(dispatcher) = self.dispatcher.take() {
+            dispatcher.stop().await;
+        }
         if let Err(e) = self.state.keys.write_last_used().await {
             tracing::warn!(error = %e, "could not write API keys' last use at shutdown");
         }

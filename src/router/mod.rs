@@ -60,6 +60,14 @@ impl EntityRouter {
         self.cluster.as_ref().is_none_or(|c| c.target(key) == Target::Local)
     }
 
+    /// Might using `key` bring a new entity into memory? Exact for an
+    /// entity this node owns; an entity owned by another node counts as
+    /// new, since asking its owner would cost what the cap saves (see
+    /// `limits::new_entities`: the cap is counted where a request arrives).
+    pub fn may_be_new(&self, key: &EntityKey) -> bool {
+        !self.is_local(key) || !self.local.is_resident(key)
+    }
+
     /// Runs `op` wherever `key` lives.
     async fn remote(&self, key: &EntityKey, op: EntityOp) -> Result<OpReply, RouteError> {
         if let Some(cluster) = &self.cluster
@@ -78,7 +86,7 @@ impl EntityRouter {
             EntityOp::Undo(admitted) => {
                 OpReply::View(self.local.call(key, |reply| EntityMsg::Undo(admitted, reply)).await?)
             }
-            EntityOp::View => OpReply::View(self.local.call(key, EntityMsg::View).await?),
+            EntityOp::View => OpReply::View(self.local.view(key).await?),
             EntityOp::Settle(settlement) => OpReply::View(
                 self.local
                     .call(key, |reply| EntityMsg::Settle(settlement, reply))
@@ -122,10 +130,11 @@ impl EntityRouter {
         view_of(self.remote(key, EntityOp::Undo(admitted)).await?)
     }
 
-    /// Reads an entity's state without consuming anything.
+    /// Reads an entity's state without consuming anything (and without
+    /// starting an actor for it, wherever it lives).
     pub async fn view(&self, key: &EntityKey) -> Result<EntityView, RouteError> {
         if self.is_local(key) {
-            return self.local.call(key, EntityMsg::View).await;
+            return self.local.view(key).await;
         }
         view_of(self.remote(key, EntityOp::View).await?)
     }

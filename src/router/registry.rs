@@ -1,14 +1,15 @@
 //! The local entity registry: key → actor, started on first use.
 
-use crate::actor::{ActorDeps, EntityActor, EntityArgs, EntityMsg, EntitySnapshot};
+use crate::actor::{ActorDeps, EntityActor, EntityArgs, EntityMsg, EntitySnapshot, EntityView};
 use crate::entity::EntityKey;
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorRef, RpcReplyPort};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::OnceCell;
+use tokio::sync::{Notify, OnceCell};
 
 /// How long a control call (passivation) may take before it is abandoned.
 /// Entity operations carry no timer of their own: a handler never awaits
@@ -18,6 +19,10 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts per call: an actor that was passivated or crashed between
 /// lookup and delivery is replaced and the call tried again.
 const ATTEMPTS: usize = 3;
+/// How often, and how long each time, a new entity that finds the node
+/// full waits for the sweeper to make room before it is refused.
+const ROOM_WAITS: usize = 2;
+const ROOM_WAIT: Duration = Duration::from_millis(500);
 /// How long a surrender waits for an actor that is still starting.
 const SURRENDER_WAIT: Duration = Duration::from_secs(1);
 
@@ -32,6 +37,11 @@ pub enum RouteError {
     Unavailable,
     #[error("the entity's owner could not be reached: {0}")]
     Peer(String),
+    /// `--max-entities` are resident and none can leave yet (they are in
+    /// use, or hold reservations): a new entity waits rather than growing
+    /// memory past the cap.
+    #[error("too many entities are resident; retry shortly")]
+    Full,
 }
 
 /// One resident (or starting) entity.
@@ -50,21 +60,92 @@ pub struct LocalEntities {
     supervisor: ActorCell,
     deps: ActorDeps,
     epoch: Instant,
+    /// Most slots at once (`--max-entities`): a hard cap, checked when a
+    /// slot is added, so holds (which keep an entity from passivating) or
+    /// a flood of new keys cannot grow memory past it.
+    max_entities: usize,
+    /// Slots in `slots`, counted apart so that the cap is one atomic
+    /// step (`DashMap::len` walks every shard and is not atomic with an
+    /// insert).
+    placed: AtomicUsize,
+    /// Woken when a new entity finds no room: the sweeper makes room at
+    /// once instead of at its next tick.
+    room_wanted: Notify,
+    /// Woken by the sweeper after a pass.
+    room_made: Notify,
 }
 
 impl LocalEntities {
-    pub fn new(supervisor: ActorCell, deps: ActorDeps) -> Self {
+    pub fn new(supervisor: ActorCell, deps: ActorDeps, max_entities: usize) -> Self {
         LocalEntities {
             slots: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             supervisor,
             deps,
             epoch: Instant::now(),
+            max_entities: max_entities.max(1),
+            placed: AtomicUsize::new(0),
+            room_wanted: Notify::new(),
+            room_made: Notify::new(),
         }
     }
 
-    /// How many entities are resident (or starting).
+    /// How many entities are resident (or starting). Never more than the
+    /// cap given to [`LocalEntities::new`].
     pub fn resident(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Is `key` resident (or starting) here?
+    pub fn is_resident(&self, key: &EntityKey) -> bool {
+        self.slots.contains_key(key)
+    }
+
+    /// Resolves when a new entity is waiting for room.
+    pub(crate) async fn room_wanted(&self) {
+        self.room_wanted.notified().await;
+    }
+
+    /// Called by the sweeper after each pass: new entities waiting for
+    /// room try again.
+    pub(crate) fn sweep_done(&self) {
+        self.room_made.notify_waiters();
+    }
+
+    /// The slot for `key`, added if the cap allows; None when full.
+    fn place(&self, key: &EntityKey) -> Option<Arc<Slot>> {
+        if let Some(slot) = self.slots.get(key) {
+            return Some(slot.clone());
+        }
+        match self.slots.entry(key.clone()) {
+            Entry::Occupied(entry) => Some(entry.get().clone()),
+            Entry::Vacant(entry) => {
+                if !self.claim_place() {
+                    return None;
+                }
+                let slot = Arc::new(Slot {
+                    actor: OnceCell::new(),
+                    last_used: AtomicU64::new(0),
+                });
+                entry.insert(slot.clone());
+                Some(slot)
+            }
+        }
+    }
+
+    /// Claims a place for a new slot, if the cap allows.
+    fn claim_place(&self) -> bool {
+        self.placed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_entities).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn release_place(&self) {
+        // Every removed slot had claimed a place; never wraps below zero.
+        let _ = self
+            .placed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
     fn elapsed_ms(&self) -> u64 {
@@ -103,19 +184,46 @@ impl LocalEntities {
         self.call(key, build).await.map(Some)
     }
 
+    /// An entity's state without consuming anything: from its actor if
+    /// it is resident, otherwise read from the store without starting one
+    /// (see [`crate::actor::peek`]), so read-only views cannot fill memory.
+    pub async fn view(&self, key: &EntityKey) -> Result<EntityView, RouteError> {
+        if let Some(view) = self.call_if_resident(key, EntityMsg::View).await? {
+            return Ok(view);
+        }
+        metrics::counter!("tollgate_entity_peeks_total").increment(1);
+        crate::actor::peek(key, &self.deps)
+            .await
+            .map_err(|e| RouteError::Load(e.to_string()))
+    }
+
     async fn resolve(&self, key: &EntityKey) -> Result<(Arc<Slot>, ActorRef<EntityMsg>), RouteError> {
-        let slot = match self.slots.get(key) {
-            Some(slot) => slot.clone(),
-            None => self
-                .slots
-                .entry(key.clone())
-                .or_insert_with(|| {
-                    Arc::new(Slot {
-                        actor: OnceCell::new(),
-                        last_used: AtomicU64::new(0),
-                    })
-                })
-                .clone(),
+        self.resolve_waiting(key, ROOM_WAITS).await
+    }
+
+    /// [`LocalEntities::resolve`], waiting for room at most `room_waits`
+    /// sweeps when the node is full.
+    async fn resolve_waiting(
+        &self,
+        key: &EntityKey,
+        room_waits: usize,
+    ) -> Result<(Arc<Slot>, ActorRef<EntityMsg>), RouteError> {
+        let mut waits = 0;
+        let slot = loop {
+            if let Some(slot) = self.place(key) {
+                break slot;
+            }
+            // Full: wake the sweeper and wait (briefly) for it to make room
+            // by passivating the least recently used; refuse if it cannot
+            // (every resident entity is busy or holds a reservation).
+            let room_made = self.room_made.notified();
+            self.room_wanted.notify_one();
+            if waits >= room_waits {
+                metrics::counter!("tollgate_entities_refused_total").increment(1);
+                return Err(RouteError::Full);
+            }
+            waits += 1;
+            let _ = tokio::time::timeout(ROOM_WAIT, room_made).await;
         };
         slot.last_used.store(self.elapsed_ms(), Ordering::Relaxed);
         let actor = slot.actor.get_or_try_init(|| self.start(key)).await?.clone();
@@ -142,7 +250,29 @@ impl LocalEntities {
 
     /// Removes `slot` for `key` if it is still the registered one.
     pub(crate) fn forget(&self, key: &EntityKey, slot: &Arc<Slot>) {
-        self.slots.remove_if(key, |_, current| Arc::ptr_eq(current, slot));
+        if self
+            .slots
+            .remove_if(key, |_, current| Arc::ptr_eq(current, slot))
+            .is_some()
+        {
+            self.release_place();
+        }
+    }
+
+    /// Removes a slot whose actor never started (its start failed) and
+    /// that nobody is using: without this a failed start would keep its
+    /// place under the cap for ever. `holders` is how many `Arc`s the
+    /// caller itself keeps besides the map's.
+    fn forget_unstarted(&self, key: &EntityKey, slot: &Arc<Slot>, holders: usize) -> bool {
+        // Under the shard's write lock nobody can take a new reference, and
+        // every reference taken earlier is counted.
+        let removed = self.slots.remove_if(key, |_, current| {
+            Arc::ptr_eq(current, slot) && current.actor.get().is_none() && Arc::strong_count(current) <= 1 + holders
+        });
+        if removed.is_some() {
+            self.release_place();
+        }
+        removed.is_some()
     }
 
     /// Entities not used for `idle`, plus the least recently used ones
@@ -186,7 +316,9 @@ impl LocalEntities {
     /// Asks one entity to passivate; forgets it if it stopped.
     pub(crate) async fn passivate(&self, key: &EntityKey, slot: &Arc<Slot>) -> bool {
         let Some(actor) = slot.actor.get() else {
-            return false; // still starting
+            // Still starting, or its start failed: only the latter, idle
+            // and unused, is removed (this call holds one reference).
+            return self.forget_unstarted(key, slot, 1);
         };
         match actor.call(EntityMsg::Passivate, Some(CONTROL_TIMEOUT)).await {
             Ok(CallResult::Success(true)) => {
@@ -238,10 +370,11 @@ impl LocalEntities {
     /// refused their counter writes), without handing anything over.
     pub fn drop_stale(&self, keys: &[EntityKey]) {
         for key in keys {
-            if let Some((_, slot)) = self.slots.remove(key)
-                && let Some(actor) = slot.actor.get()
-            {
-                actor.stop(Some("fenced".into()));
+            if let Some((_, slot)) = self.slots.remove(key) {
+                self.release_place();
+                if let Some(actor) = slot.actor.get() {
+                    actor.stop(Some("fenced".into()));
+                }
             }
         }
     }
@@ -252,9 +385,11 @@ impl LocalEntities {
     }
 
     /// Starts an entity here if it is not resident (taking it over from
-    /// its previous owner).
+    /// its previous owner). Never waits for room: a full node refuses at
+    /// once, and the entity loads from the store on its first use instead
+    /// (a node adopting many entities must not wait a sweep for each).
     pub async fn ensure_resident(&self, key: &EntityKey) -> Result<(), RouteError> {
-        self.resolve(key).await.map(|_| ())
+        self.resolve_waiting(key, 0).await.map(|_| ())
     }
 
     /// Crashes an entity's actor and waits until it has stopped (tests of
@@ -283,6 +418,9 @@ impl LocalEntities {
     /// Stops every resident actor (after the final flush at shutdown).
     pub fn stop_all(&self) {
         self.supervisor.stop_children(Some("shutdown".into()));
-        self.slots.clear();
+        self.slots.retain(|_, _| {
+            self.release_place();
+            false
+        });
     }
 }

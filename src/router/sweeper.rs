@@ -1,5 +1,12 @@
 //! Passivation: idle entities flush and stop; the resident count is
 //! capped, least recently used first.
+//!
+//! The cap itself is enforced where an entity is added (a new entity
+//! beyond it is refused, `RouteError::Full`). The sweeper keeps room below
+//! it: whenever more than [`target`] entities are resident, the least
+//! recently used beyond it passivate, so new entities are refused only
+//! while nearly every resident one is in use or holds a reservation. A
+//! refusal wakes the sweeper at once.
 
 use super::LocalEntities;
 use std::sync::Arc;
@@ -16,14 +23,24 @@ pub struct PassivationPolicy {
     pub sweep_every: Duration,
 }
 
+/// How many entities the sweeper leaves resident: a tenth below the cap,
+/// so that new entities find room between sweeps.
+pub fn target(max_entities: usize) -> usize {
+    max_entities - max_entities / 10
+}
+
 /// Runs the sweeper until the task is aborted.
 pub fn spawn_sweeper(local: Arc<LocalEntities>, policy: PassivationPolicy) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(policy.sweep_every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticker.tick().await;
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = local.room_wanted() => {}
+            }
             sweep(&local, policy).await;
+            local.sweep_done();
         }
     })
 }
@@ -33,7 +50,7 @@ pub async fn sweep(local: &Arc<LocalEntities>, policy: PassivationPolicy) -> usi
     // Walking a million slots is not work for an async worker.
     let walker = local.clone();
     let candidates = match tokio::task::spawn_blocking(move || {
-        walker.passivation_candidates(policy.idle_timeout, policy.max_entities)
+        walker.passivation_candidates(policy.idle_timeout, target(policy.max_entities))
     })
     .await
     {

@@ -9,6 +9,7 @@
 use super::reservation::ReservationId;
 use crate::actor::EntityView;
 use crate::entity::EntityKey;
+use crate::limits::budget::reservable;
 use crate::limits::entity::{Admitted, Ask, Refusal};
 use crate::router::{EntityRouter, RouteError};
 use rust_decimal::Decimal;
@@ -41,10 +42,13 @@ impl CheckOutcome {
 pub async fn check(router: &EntityRouter, mut plan: CheckPlan, now_ms: i64) -> Result<CheckOutcome, RouteError> {
     plan.entities.sort();
     plan.entities.dedup();
-    let reservation = plan.estimate.map(|_| ReservationId::new(plan.entities.clone()));
+    // A zero estimate reserves nothing: no reservation id, no hold, and
+    // the budget judges it as a check without an estimate.
+    let estimate = reservable(plan.estimate);
+    let reservation = estimate.map(|_| ReservationId::new(plan.entities.clone()));
     let ask = Ask {
         requests: plan.requests,
-        estimate: plan.estimate,
+        estimate,
         hold: reservation.as_ref().map(|r| (r.hold, now_ms + plan.hold_ttl_ms)),
     };
 

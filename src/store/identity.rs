@@ -15,7 +15,7 @@ mod api;
 mod rows;
 
 pub(super) use rows::{
-    KeyRow, KeyWithSecretRow, SummaryTotals, api_key_from_row, group_key_rows, memberships, utc_day,
+    KeyRow, KeyWithSecretRow, SummaryTotals, api_key_from_row, group_key_rows, memberships, stored_role, utc_day,
 };
 
 /// A member's role in their organisation.
@@ -108,6 +108,59 @@ pub enum MemberOutcome {
         org_id: String,
     },
     NoSuchOrg,
+}
+
+/// An `org_invitations` row: an organisation's offer of membership, which
+/// only the invited user can take up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvitationRecord {
+    /// `inv_` and 32 hex digits: unguessable, since a guessed id would
+    /// still be useless to anyone but the invited user.
+    pub id: String,
+    pub org_id: String,
+    pub user_id: String,
+    /// `admin` or `member` (an organisation has one owner, its creator).
+    pub role: OrgRole,
+    /// Who sent it, as `user:<id>`, `key:<id>` or `admin`.
+    pub invited_by: Option<String>,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    /// When it was accepted or declined; it cannot be used after that.
+    pub answered_at_ms: Option<i64>,
+}
+
+/// What `accept_invitation` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcceptOutcome {
+    /// The user is now a member (or already was one, of this organisation:
+    /// their role is left as it was).
+    Joined(Membership),
+    /// Nothing changed: the user belongs to another organisation and must
+    /// leave it first. The invitation stays open until it expires.
+    InAnotherOrg,
+    /// No open invitation with this id for this user: unknown, someone
+    /// else's, expired, already answered, or its organisation is gone.
+    NotFound,
+}
+
+/// What `remove_member` undid, besides the membership itself.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Removal {
+    /// Ids of the keys the organisation had bound to the user, now revoked.
+    pub revoked_keys: Vec<String>,
+}
+
+/// Which keys a listing covers (live keys only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyListing {
+    /// Every key (a platform admin).
+    All,
+    /// Keys of this organisation, or keys acting as this user (either
+    /// `None` matches nothing).
+    Reach {
+        org_id: Option<String>,
+        user_id: Option<String>,
+    },
 }
 
 /// A partial update of an organisation: `None` leaves a field as it is.

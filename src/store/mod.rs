@@ -15,8 +15,8 @@ pub use alerts::{
     DeliveryRecord, DeliveryStatus, MAX_ERROR_CHARS, NewChannel,
 };
 pub use identity::{
-    ApiKeyRecord, CreateOrgOutcome, KeySecret, MemberOutcome, Membership, OrgRecord, OrgRole, OrgUpdate, SummaryFilter,
-    SummaryGroup, SummaryRow, UnknownRole,
+    AcceptOutcome, ApiKeyRecord, CreateOrgOutcome, InvitationRecord, KeyListing, KeySecret, MemberOutcome, Membership,
+    OrgRecord, OrgRole, OrgUpdate, Removal, SummaryFilter, SummaryGroup, SummaryRow, UnknownRole,
 };
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

@@ -14,6 +14,7 @@ use super::{
 };
 use crate::entity::{EntityKey, EntityKind};
 use crate::limits::alerts::{AlertKind, Thresholds};
+use crate::limits::budget::effective_budget;
 use crate::limits::calendar::{DAY_MS, Period};
 use crate::limits::pricing::Price;
 use crate::limits::tier::Tier;
@@ -50,6 +51,7 @@ macro_rules! now_ms_sql {
 
 // Declared after `now_ms_sql!`, which they use.
 mod alerts;
+mod invitations;
 mod keys;
 mod orgs;
 mod ownership;
@@ -252,20 +254,24 @@ impl SqliteStore {
         // A member of an organisation follows the organisation's tier.
         let user_id = (entity.kind() == EntityKind::User).then(|| entity.id());
         let org_id = (entity.kind() == EntityKind::Org).then(|| entity.id());
-        let (tier, budget, spent): (Option<String>, Option<String>, Option<String>) = sqlx::query_as(
-            "SELECT COALESCE((SELECT o.subscription_tier FROM org_members m \
-                                  JOIN organizations o ON o.id = m.org_id WHERE m.user_id = $1), \
-                             (SELECT subscription_tier FROM users WHERE id = $1), \
-                             (SELECT subscription_tier FROM organizations WHERE id = $4)), \
-                    (SELECT monthly_budget_usd FROM budget_limits WHERE entity = $2), \
-                    (SELECT spent_usd FROM entity_spend WHERE entity = $2 AND period = $3)",
-        )
-        .bind(user_id)
-        .bind(entity.as_str())
-        .bind(period.to_string())
-        .bind(org_id)
-        .fetch_one(&self.pool)
-        .await?;
+        // A member's budget is the lower of their own and their
+        // organisation's cap on it.
+        let (tier, budget, cap, spent): (Option<String>, Option<String>, Option<String>, Option<String>) =
+            sqlx::query_as(
+                "SELECT COALESCE((SELECT o.subscription_tier FROM org_members m \
+                                      JOIN organizations o ON o.id = m.org_id WHERE m.user_id = $1), \
+                                 (SELECT subscription_tier FROM users WHERE id = $1), \
+                                 (SELECT subscription_tier FROM organizations WHERE id = $4)), \
+                        (SELECT monthly_budget_usd FROM budget_limits WHERE entity = $2), \
+                        (SELECT monthly_budget_usd FROM member_budget_caps WHERE user_id = $1), \
+                        (SELECT spent_usd FROM entity_spend WHERE entity = $2 AND period = $3)",
+            )
+            .bind(user_id)
+            .bind(entity.as_str())
+            .bind(period.to_string())
+            .bind(org_id)
+            .fetch_one(&self.pool)
+            .await?;
         let windows: Vec<(String, i64, i64)> = sqlx::query_as(
             "SELECT window_kind, window_start, count FROM ( \
                  SELECT window_kind, window_start, count FROM entity_counters \
@@ -283,9 +289,13 @@ impl SqliteStore {
 
         let mut record = EntityRecord {
             tier,
-            budget_usd: budget
-                .map(|b| usd(&b, "budget_limits.monthly_budget_usd"))
-                .transpose()?,
+            budget_usd: effective_budget(
+                budget
+                    .map(|b| usd(&b, "budget_limits.monthly_budget_usd"))
+                    .transpose()?,
+                cap.map(|b| usd(&b, "member_budget_caps.monthly_budget_usd"))
+                    .transpose()?,
+            ),
             spent_usd: spent
                 .map(|s| decimal(&s, "entity_spend.spent_usd"))
                 .transpose()?

@@ -14,7 +14,8 @@ use tollgate::http::AppState;
 use tollgate::node::{Node, NodeError};
 use tollgate::router::LocalEntities;
 
-pub const ADMIN: &str = "test-admin-token";
+/// At least 32 characters: shorter admin tokens refuse to start.
+pub const ADMIN: &str = "test-admin-token-0123456789abcdef";
 
 /// The HS256 secret of [`TestNode::start_with_jwt`] nodes.
 pub const JWT_SECRET: &str = "test-jwt-secret-at-least-32-bytes-long!";
@@ -147,6 +148,8 @@ macro_rules! on_both_backends {
 /// A node serving HTTP on a loopback port, in this process.
 pub struct TestNode {
     pub base: String,
+    /// `http://…` of the `--ops-listen` listener, when configured.
+    pub ops_base: Option<String>,
     pub client: reqwest::Client,
     pub state: Arc<AppState>,
     pub entities: Arc<LocalEntities>,
@@ -166,6 +169,7 @@ impl TestNode {
         let node = Node::start(&config).await.expect("node starts");
         let state = node.state().clone();
         let entities = node.entities().clone();
+        let ops_base = node.ops_addr().map(|a| format!("http://{a}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel::<()>();
@@ -174,6 +178,7 @@ impl TestNode {
         }));
         TestNode {
             base,
+            ops_base,
             client: reqwest::Client::new(),
             state,
             entities,

@@ -235,12 +235,67 @@ async fn every_route_answers_as_documented() {
     let rename = json!({"name": "Acme Inc.", "billing_email": "billing@acme.example"});
     call!("PUT", "/v1/orgs/{id}", org_path, Some(owner.as_str()), Some(rename));
     let member = format!("{org_path}/members/u2");
-    call!(
+    let invited = call!(
         "POST",
         "/v1/orgs/{id}/members/{user_id}",
         member,
         Some(owner.as_str()),
         None
+    );
+    assert_eq!(invited.status, 202, "{}", invited.json);
+    let invitation = invited.json["invitation_id"].as_str().expect("invitation id");
+    let u2 = user_token("u2");
+    call!("GET", "/v1/invitations", "/v1/invitations", Some(u2.as_str()), None);
+    call!("GET", "/v1/invitations", "/v1/invitations", a, None);
+    let accept = format!("/v1/invitations/{invitation}/accept");
+    call!(
+        "POST",
+        "/v1/invitations/{id}/accept",
+        accept,
+        Some(owner.as_str()),
+        None
+    );
+    let joined = call!("POST", "/v1/invitations/{id}/accept", accept, Some(u2.as_str()), None);
+    assert_eq!(joined.status, 200, "{}", joined.json);
+    let declined = call!(
+        "POST",
+        "/v1/orgs/{id}/members/{user_id}",
+        format!("{org_path}/members/u3"),
+        Some(owner.as_str()),
+        None
+    );
+    let decline = format!(
+        "/v1/invitations/{}/accept",
+        declined.json["invitation_id"].as_str().expect("invitation id")
+    );
+    call!(
+        "DELETE",
+        "/v1/invitations/{id}/accept",
+        decline,
+        Some(user_token("u3").as_str()),
+        None
+    );
+    call!(
+        "DELETE",
+        "/v1/invitations/{id}/accept",
+        decline,
+        Some(user_token("u3").as_str()),
+        None
+    );
+    call!(
+        "POST",
+        "/v1/orgs/{id}/members/{user_id}",
+        format!("{org_path}/members/u4"),
+        a,
+        None
+    );
+    let cap = Some(json!({"monthly_budget_usd": "1"}));
+    call!(
+        "PUT",
+        "/v1/users/{id}/budget",
+        "/v1/users/u2/budget",
+        Some(owner.as_str()),
+        cap
     );
     let role = Some(json!({"role": "admin"}));
     call!(
@@ -288,12 +343,22 @@ async fn every_route_answers_as_documented() {
         a,
         grace
     );
+    call!("GET", "/v1/api-keys", "/v1/api-keys?limit=1", a, None);
+    call!("GET", "/v1/api-keys", "/v1/api-keys", Some(owner.as_str()), None);
+    call!("GET", "/v1/api-keys", "/v1/api-keys?limit=0", a, None);
+    call!("GET", "/v1/api-keys", "/v1/api-keys", None, None);
     call!("DELETE", "/v1/api-keys/{id}", key_path, a, None);
     call!("GET", "/v1/usage/summary", "/v1/usage/summary?group_by=day", a, None);
     call!("GET", "/v1/usage/summary", "/v1/usage/summary?group_by=week", a, None);
-    for ops in ["/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/cluster"] {
+    for ops in ["/healthz", "/readyz", "/openapi.json"] {
         call!("GET", ops, ops, None, None);
     }
+    // Operators' routes: the admin on the public listener, 401 without.
+    for ops in ["/metrics", "/v1/cluster"] {
+        call!("GET", ops, ops, a, None);
+        call!("GET", ops, ops, None, None);
+    }
+    call!("GET", "/v1/cluster/owner", "/v1/cluster/owner?entity=user:u1", a, None);
     call!(
         "GET",
         "/v1/cluster/owner",
@@ -301,7 +366,7 @@ async fn every_route_answers_as_documented() {
         None,
         None
     );
-    call!("GET", "/v1/cluster/owner", "/v1/cluster/owner?entity=nope", None, None);
+    call!("GET", "/v1/cluster/owner", "/v1/cluster/owner?entity=nope", a, None);
     let partition = Some(json!({"isolate_from": []}));
     call!("PUT", "/v1/cluster/faults", "/v1/cluster/faults", a, partition);
 

@@ -102,10 +102,10 @@ async fn check_orgs_and_members(store: Store) {
     );
 
     // Removal: only from the organisation the user is in.
-    assert!(!store.remove_member(ORG_B, "bob").await.unwrap());
-    assert!(!store.remove_member(ORG_A, "nobody").await.unwrap());
-    assert!(store.remove_member(ORG_A, "bob").await.unwrap());
-    assert!(!store.remove_member(ORG_A, "bob").await.unwrap());
+    assert!(store.remove_member(ORG_B, "bob", 1).await.unwrap().is_none());
+    assert!(store.remove_member(ORG_A, "nobody", 1).await.unwrap().is_none());
+    assert!(store.remove_member(ORG_A, "bob", 1).await.unwrap().is_some());
+    assert!(store.remove_member(ORG_A, "bob", 1).await.unwrap().is_none());
     assert_eq!(user_organization_id(&store, "bob").await, None);
     assert_eq!(store.user_tier("bob").await.unwrap().as_deref(), Some("enterprise"));
     assert_eq!(
@@ -157,7 +157,7 @@ async fn check_orgs_and_members(store: Store) {
     assert!(!store.update_org("no-such-org", &update).await.unwrap());
 
     // The owner can be removed (whether to allow it is the caller's call).
-    assert!(store.remove_member(ORG_A, "alice").await.unwrap());
+    assert!(store.remove_member(ORG_A, "alice", 1).await.unwrap().is_some());
     assert!(store.list_members(ORG_A).await.unwrap().is_empty());
     assert_eq!(user_organization_id(&store, "alice").await, None);
 }

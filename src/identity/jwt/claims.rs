@@ -10,16 +10,44 @@ use crate::entity::{EntityKey, KeyError};
 use serde::Deserialize;
 use serde_json::Value;
 
-/// The permission (Auth0 RBAC) or OAuth scope that makes a caller an admin.
+/// The permission (Auth0 RBAC) that makes a caller an admin.
 pub const ADMIN_PERMISSION: &str = "tollgate:admin";
+
+/// The default permission that makes a caller a service credential.
+pub const DEFAULT_SERVICE_PERMISSION: &str = "tollgate:service";
+
+/// Which claims grant a role. `permissions` is written by the issuer's
+/// RBAC from what an administrator assigned; `scope` is what the client
+/// *asked for*, and unless the issuer restricts requestable scopes (Auth0
+/// with RBAC off does not), any user may ask for any scope. So `scope`
+/// grants roles only when the operator opts in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleClaims {
+    /// The permission that makes a token a service credential (it may
+    /// record usage for any subject).
+    pub service_permission: String,
+    /// Believe `scope` too (`--jwt-admin-from-scope`).
+    pub from_scope: bool,
+}
+
+impl Default for RoleClaims {
+    fn default() -> Self {
+        RoleClaims {
+            service_permission: DEFAULT_SERVICE_PERMISSION.to_string(),
+            from_scope: false,
+        }
+    }
+}
 
 /// What a verified token says about its bearer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedToken {
     /// The `sub` claim, already valid as a user entity id.
     pub subject: String,
-    /// `permissions` or `scope` grants [`ADMIN_PERMISSION`].
+    /// Grants [`ADMIN_PERMISSION`] (see [`RoleClaims`]).
     pub admin: bool,
+    /// Grants [`RoleClaims::service_permission`].
+    pub service: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -36,7 +64,7 @@ pub(super) struct Claims {
 
 impl Claims {
     /// Checks what the library does not and extracts the result.
-    pub(super) fn into_verified(self, issuer: &str) -> Result<VerifiedToken, JwtError> {
+    pub(super) fn into_verified(self, issuer: &str, roles: &RoleClaims) -> Result<VerifiedToken, JwtError> {
         // The library accepts an array `iss` that merely contains the issuer;
         // an issuer is one string, matched exactly.
         match self.iss {
@@ -55,21 +83,27 @@ impl Claims {
             Err(KeyError::Empty) => return Err(JwtError::MissingSubject),
             Err(_) => return Err(JwtError::InvalidSubject),
         }
-        let admin = grants(self.permissions.as_ref(), self.scope.as_ref());
-        Ok(VerifiedToken { subject, admin })
+        let scope = if roles.from_scope { self.scope.as_ref() } else { None };
+        let admin = grants(ADMIN_PERMISSION, self.permissions.as_ref(), scope);
+        let service = grants(&roles.service_permission, self.permissions.as_ref(), scope);
+        Ok(VerifiedToken {
+            subject,
+            admin,
+            service,
+        })
     }
 }
 
 /// Auth0 RBAC puts permissions in a `permissions` array; OAuth scopes are
-/// one space-separated `scope` string. Either may grant admin; values of
-/// other types grant nothing.
-fn grants(permissions: Option<&Value>, scope: Option<&Value>) -> bool {
+/// one space-separated `scope` string (`None` here unless believed).
+/// Values of other types grant nothing.
+fn grants(wanted: &str, permissions: Option<&Value>, scope: Option<&Value>) -> bool {
     let in_permissions = match permissions {
-        Some(Value::Array(items)) => items.iter().any(|p| p.as_str() == Some(ADMIN_PERMISSION)),
+        Some(Value::Array(items)) => items.iter().any(|p| p.as_str() == Some(wanted)),
         _ => false,
     };
     let in_scope = match scope {
-        Some(Value::String(scope)) => scope.split_ascii_whitespace().any(|s| s == ADMIN_PERMISSION),
+        Some(Value::String(scope)) => scope.split_ascii_whitespace().any(|s| s == wanted),
         _ => false,
     };
     in_permissions || in_scope
@@ -81,27 +115,78 @@ mod tests {
     use serde_json::json;
 
     fn verify(claims: Value) -> Result<VerifiedToken, JwtError> {
+        verify_with(claims, &RoleClaims::default())
+    }
+
+    fn verify_with(claims: Value, roles: &RoleClaims) -> Result<VerifiedToken, JwtError> {
         serde_json::from_value::<Claims>(claims)
             .map_err(|_| JwtError::Malformed)?
-            .into_verified("https://issuer/")
+            .into_verified("https://issuer/", roles)
+    }
+
+    /// `(admin, service)` for a token with `extra` claims.
+    fn roles(extra: Value, rules: &RoleClaims) -> Result<(bool, bool), JwtError> {
+        let mut claims = json!({"iss": "https://issuer/", "sub": "auth0|1"});
+        if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+            claims.extend(extra.clone());
+        }
+        verify_with(claims, rules).map(|t| (t.admin, t.service))
     }
 
     #[test]
-    fn admin_from_permissions_or_scope() {
-        let base = |extra: Value| {
-            let mut claims = json!({"iss": "https://issuer/", "sub": "auth0|1"});
-            if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
-                claims.extend(extra.clone());
-            }
-            verify(claims).map(|t| t.admin)
+    fn roles_come_from_permissions_only_by_default() {
+        let rules = RoleClaims::default();
+        let base = |extra: Value| roles(extra, &rules);
+        assert_eq!(base(json!({})), Ok((false, false)));
+        assert_eq!(
+            base(json!({"permissions": ["read", "tollgate:admin"]})),
+            Ok((true, false))
+        );
+        assert_eq!(base(json!({"permissions": ["tollgate:service"]})), Ok((false, true)));
+        assert_eq!(base(json!({"permissions": ["tollgate:admin:x"]})), Ok((false, false)));
+        assert_eq!(base(json!({"permissions": "tollgate:admin"})), Ok((false, false)));
+        // A scope the client merely asked for grants nothing.
+        assert_eq!(
+            base(json!({"scope": "openid tollgate:admin profile"})),
+            Ok((false, false))
+        );
+        assert_eq!(base(json!({"scope": "tollgate:service"})), Ok((false, false)));
+    }
+
+    #[test]
+    fn scope_grants_roles_only_when_opted_in() {
+        let rules = RoleClaims {
+            from_scope: true,
+            ..RoleClaims::default()
         };
-        assert_eq!(base(json!({})), Ok(false));
-        assert_eq!(base(json!({"permissions": ["read", "tollgate:admin"]})), Ok(true));
-        assert_eq!(base(json!({"permissions": ["tollgate:admin:x"]})), Ok(false));
-        assert_eq!(base(json!({"permissions": "tollgate:admin"})), Ok(false));
-        assert_eq!(base(json!({"scope": "openid tollgate:admin profile"})), Ok(true));
-        assert_eq!(base(json!({"scope": "openid tollgate:administrator"})), Ok(false));
-        assert_eq!(base(json!({"scope": ["tollgate:admin"]})), Ok(false));
+        let base = |extra: Value| roles(extra, &rules);
+        assert_eq!(
+            base(json!({"scope": "openid tollgate:admin profile"})),
+            Ok((true, false))
+        );
+        assert_eq!(base(json!({"scope": "tollgate:service"})), Ok((false, true)));
+        assert_eq!(
+            base(json!({"scope": "openid tollgate:administrator"})),
+            Ok((false, false))
+        );
+        assert_eq!(base(json!({"scope": ["tollgate:admin"]})), Ok((false, false)));
+        assert_eq!(base(json!({"permissions": ["tollgate:admin"]})), Ok((true, false)));
+    }
+
+    #[test]
+    fn the_service_permission_is_configurable() {
+        let rules = RoleClaims {
+            service_permission: "billing:record".into(),
+            from_scope: false,
+        };
+        assert_eq!(
+            roles(json!({"permissions": ["billing:record"]}), &rules),
+            Ok((false, true))
+        );
+        assert_eq!(
+            roles(json!({"permissions": ["tollgate:service"]}), &rules),
+            Ok((false, false))
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! JWT settings: flags with environment fallbacks, all optional. With none
 //! of them set, bearer JWTs are simply not accepted.
 
+use super::claims::RoleClaims;
 use clap::Args;
 use reqwest::Url;
 use std::fmt;
@@ -43,6 +44,21 @@ pub struct JwtConfig {
     #[arg(long, env = "TOLLGATE_JWT_HS256_SECRET", hide_env_values = true)]
     pub jwt_hs256_secret: Option<String>,
 
+    /// Also believe the `scope` claim for `tollgate:admin` and the service
+    /// permission. Off by default: a scope is what the client asked for,
+    /// and without RBAC any user may ask for any scope. Roles come from
+    /// `permissions` (Auth0 RBAC) only.
+    #[arg(long, env = "TOLLGATE_JWT_ADMIN_FROM_SCOPE")]
+    pub jwt_admin_from_scope: bool,
+
+    /// The permission (in `permissions`; in `scope` too with
+    /// --jwt-admin-from-scope) that makes a JWT a service credential: it may
+    /// record usage and settle reservations for any subject, like a
+    /// `service` API key. Give it to your backend's machine-to-machine
+    /// client only.
+    #[arg(long, env = "TOLLGATE_JWT_SERVICE_PERMISSION", default_value = super::claims::DEFAULT_SERVICE_PERMISSION)]
+    pub jwt_service_permission: String,
+
     /// Least time between two key-set fetches caused by unknown `kid`s
     /// (not a flag; tests shorten it).
     #[arg(skip = DEFAULT_MIN_REFETCH_INTERVAL)]
@@ -68,6 +84,8 @@ pub enum JwtConfigError {
     InsecureJwksUrl(String),
     #[error("cannot build the HTTP client for JWKS fetches: {0}")]
     HttpClient(String),
+    #[error("--jwt-service-permission must be one word, other than `tollgate:admin`")]
+    BadServicePermission,
 }
 
 /// Where verification keys come from.
@@ -93,6 +111,7 @@ pub(super) struct Resolved {
     pub issuer: String,
     pub audience: String,
     pub mode: KeyMode,
+    pub roles: RoleClaims,
 }
 
 impl JwtConfig {
@@ -103,6 +122,8 @@ impl JwtConfig {
             jwt_audience: None,
             jwks_url: None,
             jwt_hs256_secret: None,
+            jwt_admin_from_scope: false,
+            jwt_service_permission: super::claims::DEFAULT_SERVICE_PERMISSION.to_string(),
             jwks_min_refetch_interval: DEFAULT_MIN_REFETCH_INTERVAL,
             jwks_fetch_timeout: DEFAULT_FETCH_TIMEOUT,
         }
@@ -140,10 +161,21 @@ impl JwtConfig {
             (None, Some(url)) => KeyMode::Jwks(parse_jwks_url(url)?),
             (None, None) => KeyMode::Jwks(parse_jwks_url(&default_jwks_url(issuer))?),
         };
+        let service_permission = self.jwt_service_permission.trim();
+        if service_permission.is_empty() || service_permission.contains(char::is_whitespace) {
+            return Err(JwtConfigError::BadServicePermission);
+        }
+        if service_permission == super::claims::ADMIN_PERMISSION {
+            return Err(JwtConfigError::BadServicePermission);
+        }
         Ok(Some(Resolved {
             issuer: issuer.to_string(),
             audience: audience.to_string(),
             mode,
+            roles: RoleClaims {
+                service_permission: service_permission.to_string(),
+                from_scope: self.jwt_admin_from_scope,
+            },
         }))
     }
 }
@@ -159,6 +191,8 @@ impl fmt::Debug for JwtConfig {
                 "jwt_hs256_secret",
                 &self.jwt_hs256_secret.as_ref().map(|_| "[redacted]"),
             )
+            .field("jwt_admin_from_scope", &self.jwt_admin_from_scope)
+            .field("jwt_service_permission", &self.jwt_service_permission)
             .field("jwks_min_refetch_interval", &self.jwks_min_refetch_interval)
             .field("jwks_fetch_timeout", &self.jwks_fetch_timeout)
             .finish()

@@ -32,7 +32,7 @@ mod jwks;
 mod jwks_fetch;
 mod token;
 
-pub use claims::{ADMIN_PERMISSION, VerifiedToken};
+pub use claims::{ADMIN_PERMISSION, DEFAULT_SERVICE_PERMISSION, RoleClaims, VerifiedToken};
 pub use config::{
     DEFAULT_FETCH_TIMEOUT, DEFAULT_MIN_REFETCH_INTERVAL, JwtConfig, JwtConfigError, MIN_HS256_SECRET_LEN,
     default_jwks_url,
@@ -58,6 +58,7 @@ pub struct JwtVerifier {
 
 struct Inner {
     issuer: String,
+    roles: RoleClaims,
     audience: String,
     /// The one algorithm accepted, and its name as it appears in headers.
     algorithm: Algorithm,
@@ -107,6 +108,7 @@ impl JwtVerifier {
         Ok(Some(JwtVerifier {
             inner: Arc::new(Inner {
                 issuer: resolved.issuer,
+                roles: resolved.roles,
                 audience: resolved.audience,
                 algorithm,
                 algorithm_name,
@@ -156,7 +158,7 @@ impl JwtVerifier {
     /// Signature first, then the registered claims, then ours.
     fn decode(&self, token: &str, key: &DecodingKey) -> Result<VerifiedToken, JwtError> {
         let data = jsonwebtoken::decode::<Claims>(token, key, &self.inner.validation)?;
-        data.claims.into_verified(&self.inner.issuer)
+        data.claims.into_verified(&self.inner.issuer, &self.inner.roles)
     }
 
     /// The algorithm every accepted token must use.

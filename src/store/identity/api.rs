@@ -2,9 +2,10 @@
 
 use super::rows::{check_secret_hash, latest_uses, scopes_text};
 use super::{
-    ApiKeyRecord, CreateOrgOutcome, KeySecret, MemberOutcome, Membership, OrgRecord, OrgRole, OrgUpdate, SummaryFilter,
-    SummaryGroup, SummaryRow,
+    AcceptOutcome, ApiKeyRecord, CreateOrgOutcome, InvitationRecord, KeyListing, KeySecret, MemberOutcome, Membership,
+    OrgRecord, OrgRole, OrgUpdate, Removal, SummaryFilter, SummaryGroup, SummaryRow,
 };
+use crate::money::Usd;
 use crate::store::{Store, StoreResult};
 
 impl Store {
@@ -33,11 +34,53 @@ impl Store {
         dispatch!(self, s => s.put_member(org_id, user_id, role).await)
     }
 
-    /// Removes a user from an organisation and clears their
-    /// `users.organization_id`; false if they were not a member of it. The
+    /// Removes a user from an organisation and undoes, in the same
+    /// transaction, everything the organisation did to them: clears their
+    /// `users.organization_id`, revokes the keys the organisation bound to
+    /// them (`api_keys` with this `org_id` and `user_id`, secrets deleted)
+    /// and deletes their member budget cap. Their own tier, budget and
+    /// spend are not touched. `None` if they were not a member of it. The
     /// owner too: whether that is allowed is decided by the caller.
-    pub async fn remove_member(&self, org_id: &str, user_id: &str) -> StoreResult<bool> {
-        dispatch!(self, s => s.remove_member(org_id, user_id).await)
+    pub async fn remove_member(&self, org_id: &str, user_id: &str, now_ms: i64) -> StoreResult<Option<Removal>> {
+        dispatch!(self, s => s.remove_member(org_id, user_id, now_ms).await)
+    }
+
+    /// Stores a new invitation, replacing the organisation's open one to the
+    /// same user if any; false (nothing stored) if the organisation does
+    /// not exist. Whether the user is free to join is not checked
+    /// here: that is the invitee's business when they accept.
+    pub async fn create_invitation(&self, invitation: &InvitationRecord) -> StoreResult<bool> {
+        dispatch!(self, s => s.create_invitation(invitation).await)
+    }
+
+    /// The invited user takes up an open invitation: in one transaction,
+    /// makes them a member with the invitation's role (creating their
+    /// `users` row if missing) and marks it answered.
+    pub async fn accept_invitation(&self, id: &str, user_id: &str, now_ms: i64) -> StoreResult<AcceptOutcome> {
+        dispatch!(self, s => s.accept_invitation(id, user_id, now_ms).await)
+    }
+
+    /// The invited user turns down an open invitation (marks it answered);
+    /// false if there is no open invitation with this id for this user.
+    pub async fn decline_invitation(&self, id: &str, user_id: &str, now_ms: i64) -> StoreResult<bool> {
+        dispatch!(self, s => s.decline_invitation(id, user_id, now_ms).await)
+    }
+
+    /// The user's open invitations (unanswered, unexpired at `now_ms`), by id.
+    pub async fn pending_invitations(&self, user_id: &str, now_ms: i64) -> StoreResult<Vec<InvitationRecord>> {
+        dispatch!(self, s => s.pending_invitations(user_id, now_ms).await)
+    }
+
+    /// Sets (`Some`) or removes (`None`) the cap an organisation puts on a
+    /// member's monthly spend; false (nothing changed) if the user is not a
+    /// member of `org_id`.
+    pub async fn put_member_cap(&self, org_id: &str, user_id: &str, cap: Option<Usd>) -> StoreResult<bool> {
+        dispatch!(self, s => s.put_member_cap(org_id, user_id, cap).await)
+    }
+
+    /// A user's own monthly budget and their organisation's cap on it.
+    pub async fn user_budgets(&self, user_id: &str) -> StoreResult<(Option<Usd>, Option<Usd>)> {
+        dispatch!(self, s => s.user_budgets(user_id).await)
     }
 
     /// An organisation's members, by user id.
@@ -57,8 +100,13 @@ impl Store {
     }
 
     /// Stores a new key and its first secret (no expiry) in one
-    /// transaction. `secret_hash` must be a lowercase hex SHA-256.
-    pub async fn create_api_key(&self, key: &ApiKeyRecord, secret_hash: &str) -> StoreResult<()> {
+    /// transaction. `secret_hash` must be a lowercase hex SHA-256. A key
+    /// bound to both an organisation and a user is stored only while the
+    /// user is a member of it, checked in the same transaction (under the
+    /// membership lock on Postgres), so a member's removal and a new key
+    /// bound to them cannot interleave into a key that outlives the
+    /// membership: false, nothing stored, otherwise.
+    pub async fn create_api_key(&self, key: &ApiKeyRecord, secret_hash: &str) -> StoreResult<bool> {
         check_secret_hash(secret_hash)?;
         let scopes = scopes_text(&key.scopes)?;
         dispatch!(self, s => s.create_api_key(key, &scopes, secret_hash).await)
@@ -94,6 +142,17 @@ impl Store {
     /// `now_ms`, for the in-memory key directory.
     pub async fn load_api_keys(&self, now_ms: i64) -> StoreResult<Vec<(ApiKeyRecord, Vec<KeySecret>)>> {
         dispatch!(self, s => s.load_api_keys(now_ms).await)
+    }
+
+    /// Live keys within `listing`, by id, after the id `after` (a cursor),
+    /// at most `limit` of them.
+    pub async fn list_api_keys(
+        &self,
+        listing: &KeyListing,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<ApiKeyRecord>> {
+        dispatch!(self, s => s.list_api_keys(listing, after, limit).await)
     }
 
     /// Records key uses in one transaction: each key's `last_used_at`

@@ -5,7 +5,7 @@
 
 use super::PgStore;
 use crate::store::identity::{KeyRow, KeyWithSecretRow, api_key_from_row, group_key_rows};
-use crate::store::{ApiKeyRecord, KeySecret, StoreResult};
+use crate::store::{ApiKeyRecord, KeyListing, KeySecret, StoreResult};
 
 impl PgStore {
     pub(in crate::store) async fn create_api_key(
@@ -13,8 +13,14 @@ impl PgStore {
         key: &ApiKeyRecord,
         scopes: &str,
         secret_hash: &str,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
+        if let (Some(org_id), Some(user_id)) = (&key.org_id, &key.user_id) {
+            super::orgs::lock_membership(&mut tx, user_id).await?;
+            if super::orgs::org_of(&mut tx, user_id).await?.as_ref() != Some(org_id) {
+                return Ok(false);
+            }
+        }
         sqlx::query(concat!(
             "INSERT INTO api_keys (id, name, scopes, org_id, user_id, created_by, created_at, revoked_at, ",
             "last_used_at) VALUES ($1, $2, $3, $4, $5, $6, ",
@@ -42,7 +48,7 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     pub(in crate::store) async fn rotate_api_key(
@@ -115,6 +121,39 @@ impl PgStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(api_key_from_row))
+    }
+
+    pub(in crate::store) async fn list_api_keys(
+        &self,
+        listing: &KeyListing,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<ApiKeyRecord>> {
+        let (all, org_id, user_id) = match listing {
+            KeyListing::All => (true, None, None),
+            KeyListing::Reach { org_id, user_id } => (false, org_id.as_deref(), user_id.as_deref()),
+        };
+        // Byte order (`COLLATE "C"`), so the cursor means the same as in SQLite.
+        let rows: Vec<KeyRow> = sqlx::query_as(concat!(
+            "SELECT id, name, scopes, org_id, user_id, created_by, ",
+            ms_of!("created_at"),
+            ", ",
+            ms_of!("revoked_at"),
+            ", ",
+            ms_of!("last_used_at"),
+            " FROM api_keys \
+             WHERE revoked_at IS NULL AND ($1 OR org_id = $2 OR user_id = $3) \
+               AND ($4::text IS NULL OR id COLLATE \"C\" > $4::text) \
+             ORDER BY id COLLATE \"C\" LIMIT $5"
+        ))
+        .bind(all)
+        .bind(org_id)
+        .bind(user_id)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(api_key_from_row).collect())
     }
 
     pub(in crate::store) async fn load_api_keys(

@@ -9,7 +9,7 @@
 
 use super::PgStore;
 use crate::store::identity::memberships;
-use crate::store::{CreateOrgOutcome, MemberOutcome, Membership, OrgRecord, OrgRole, OrgUpdate, StoreResult};
+use crate::store::{CreateOrgOutcome, MemberOutcome, Membership, OrgRecord, OrgRole, OrgUpdate, Removal, StoreResult};
 use sqlx::postgres::PgConnection;
 use sqlx::{Postgres, QueryBuilder};
 
@@ -117,7 +117,12 @@ impl PgStore {
         Ok(outcome)
     }
 
-    pub(in crate::store) async fn remove_member(&self, org_id: &str, user_id: &str) -> StoreResult<bool> {
+    pub(in crate::store) async fn remove_member(
+        &self,
+        org_id: &str,
+        user_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<Removal>> {
         let mut tx = self.pool.begin().await?;
         lock_membership(&mut tx, user_id).await?;
         let done = sqlx::query("DELETE FROM org_members WHERE user_id = $1 AND org_id = $2")
@@ -126,14 +131,36 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         sqlx::query("UPDATE users SET organization_id = NULL, updated_at = now() WHERE id = $1")
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
+        let revoked_keys: Vec<String> = sqlx::query_scalar(concat!(
+            "UPDATE api_keys SET revoked_at = ",
+            at_ms!("$3"),
+            " WHERE org_id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING id"
+        ))
+        .bind(org_id)
+        .bind(user_id)
+        .bind(now_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM api_key_secrets WHERE key_id IN \
+                 (SELECT id FROM api_keys WHERE org_id = $1 AND user_id = $2)",
+        )
+        .bind(org_id)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM member_budget_caps WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(Removal { revoked_keys }))
     }
 
     pub(in crate::store) async fn list_members(&self, org_id: &str) -> StoreResult<Vec<Membership>> {
@@ -165,7 +192,7 @@ impl PgStore {
 }
 
 /// Serialises membership changes of one user until the transaction ends.
-async fn lock_membership(conn: &mut PgConnection, user_id: &str) -> StoreResult<()> {
+pub(super) async fn lock_membership(conn: &mut PgConnection, user_id: &str) -> StoreResult<()> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tollgate.org_members:' || $1, 0))")
         .bind(user_id)
         .execute(conn)
@@ -174,7 +201,7 @@ async fn lock_membership(conn: &mut PgConnection, user_id: &str) -> StoreResult<
 }
 
 /// The organisation a user belongs to, if any.
-async fn org_of(conn: &mut PgConnection, user_id: &str) -> StoreResult<Option<String>> {
+pub(super) async fn org_of(conn: &mut PgConnection, user_id: &str) -> StoreResult<Option<String>> {
     let org_id = sqlx::query_scalar("SELECT org_id FROM org_members WHERE user_id = $1")
         .bind(user_id)
         .fetch_optional(conn)
@@ -184,7 +211,7 @@ async fn org_of(conn: &mut PgConnection, user_id: &str) -> StoreResult<Option<St
 
 /// Makes a user (known to be in no organisation) a member, and points their
 /// `users` row at the organisation, creating the row (tier `free`) if needed.
-async fn join(conn: &mut PgConnection, org_id: &str, user_id: &str, role: OrgRole) -> StoreResult<()> {
+pub(super) async fn join(conn: &mut PgConnection, org_id: &str, user_id: &str, role: OrgRole) -> StoreResult<()> {
     sqlx::query("INSERT INTO org_members (user_id, org_id, role) VALUES ($1, $2, $3)")
         .bind(user_id)
         .bind(org_id)

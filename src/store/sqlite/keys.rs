@@ -2,7 +2,7 @@
 
 use super::SqliteStore;
 use crate::store::identity::{KeyRow, KeyWithSecretRow, api_key_from_row, group_key_rows};
-use crate::store::{ApiKeyRecord, KeySecret, StoreResult};
+use crate::store::{ApiKeyRecord, KeyListing, KeySecret, StoreResult};
 use sqlx::{QueryBuilder, Sqlite};
 
 /// Key uses per `UPDATE … FROM (VALUES …)` statement (2 binds each), well
@@ -15,8 +15,13 @@ impl SqliteStore {
         key: &ApiKeyRecord,
         scopes: &str,
         secret_hash: &str,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let (Some(org_id), Some(user_id)) = (&key.org_id, &key.user_id)
+            && super::orgs::org_of(&mut tx, user_id).await?.as_ref() != Some(org_id)
+        {
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO api_keys (id, name, scopes, org_id, user_id, created_by, created_at, revoked_at, \
                  last_used_at) \
@@ -39,7 +44,7 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     pub(in crate::store) async fn rotate_api_key(
@@ -97,6 +102,32 @@ impl SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(api_key_from_row))
+    }
+
+    pub(in crate::store) async fn list_api_keys(
+        &self,
+        listing: &KeyListing,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<ApiKeyRecord>> {
+        let (all, org_id, user_id) = match listing {
+            KeyListing::All => (true, None, None),
+            KeyListing::Reach { org_id, user_id } => (false, org_id.as_deref(), user_id.as_deref()),
+        };
+        let rows: Vec<KeyRow> = sqlx::query_as(
+            "SELECT id, name, scopes, org_id, user_id, created_by, created_at, revoked_at, last_used_at \
+             FROM api_keys \
+             WHERE revoked_at IS NULL AND ($1 OR org_id = $2 OR user_id = $3) AND ($4 IS NULL OR id > $4) \
+             ORDER BY id LIMIT $5",
+        )
+        .bind(all)
+        .bind(org_id)
+        .bind(user_id)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(api_key_from_row).collect())
     }
 
     pub(in crate::store) async fn load_api_keys(

@@ -6,7 +6,7 @@
 
 use super::SqliteStore;
 use crate::store::identity::memberships;
-use crate::store::{CreateOrgOutcome, MemberOutcome, Membership, OrgRecord, OrgRole, OrgUpdate, StoreResult};
+use crate::store::{CreateOrgOutcome, MemberOutcome, Membership, OrgRecord, OrgRole, OrgUpdate, Removal, StoreResult};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{QueryBuilder, Sqlite};
 
@@ -106,7 +106,12 @@ impl SqliteStore {
         Ok(outcome)
     }
 
-    pub(in crate::store) async fn remove_member(&self, org_id: &str, user_id: &str) -> StoreResult<bool> {
+    pub(in crate::store) async fn remove_member(
+        &self,
+        org_id: &str,
+        user_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<Removal>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query("DELETE FROM org_members WHERE user_id = $1 AND org_id = $2")
             .bind(user_id)
@@ -114,7 +119,7 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         sqlx::query(concat!(
             "UPDATE users SET organization_id = NULL, updated_at = ",
@@ -124,8 +129,29 @@ impl SqliteStore {
         .bind(user_id)
         .execute(&mut *tx)
         .await?;
+        let revoked_keys: Vec<String> = sqlx::query_scalar(
+            "UPDATE api_keys SET revoked_at = $3 \
+             WHERE org_id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING id",
+        )
+        .bind(org_id)
+        .bind(user_id)
+        .bind(now_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM api_key_secrets WHERE key_id IN \
+                 (SELECT id FROM api_keys WHERE org_id = $1 AND user_id = $2)",
+        )
+        .bind(org_id)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM member_budget_caps WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(Removal { revoked_keys }))
     }
 
     pub(in crate::store) async fn list_members(&self, org_id: &str) -> StoreResult<Vec<Membership>> {
@@ -155,7 +181,7 @@ impl SqliteStore {
 }
 
 /// The organisation a user belongs to, if any.
-async fn org_of(conn: &mut SqliteConnection, user_id: &str) -> StoreResult<Option<String>> {
+pub(super) async fn org_of(conn: &mut SqliteConnection, user_id: &str) -> StoreResult<Option<String>> {
     let org_id = sqlx::query_scalar("SELECT org_id FROM org_members WHERE user_id = $1")
         .bind(user_id)
         .fetch_optional(conn)
@@ -165,7 +191,7 @@ async fn org_of(conn: &mut SqliteConnection, user_id: &str) -> StoreResult<Optio
 
 /// Makes a user (known to be in no organisation) a member, and points their
 /// `users` row at the organisation, creating the row (tier `free`) if needed.
-async fn join(conn: &mut SqliteConnection, org_id: &str, user_id: &str, role: OrgRole) -> StoreResult<()> {
+pub(super) async fn join(conn: &mut SqliteConnection, org_id: &str, user_id: &str, role: OrgRole) -> StoreResult<()> {
     sqlx::query("INSERT INTO org_members (user_id, org_id, role) VALUES ($1, $2, $3)")
         .bind(user_id)
         .bind(org_id)
