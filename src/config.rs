@@ -1,5 +1,6 @@
 //! Configuration: command-line flags with environment fallbacks.
 
+use crate::alerts::AlertConfig;
 use crate::identity::jwt::JwtConfig;
 use clap::Args;
 use ipnet::IpNet;
@@ -97,6 +98,9 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub cluster: ClusterConfig,
+
+    #[command(flatten)]
+    pub alerts: AlertConfig,
 }
 
 /// How HTTP connections are bounded: every limit a slow or idle client
@@ -295,6 +299,7 @@ impl ServeConfig {
             max_new_entities_per_ip: crate::limits::new_entities::DEFAULT_PER_SECOND,
             jwt: JwtConfig::disabled(),
             cluster: ClusterConfig::default(),
+            alerts: AlertConfig::default(),
         }
     }
 

@@ -10,7 +10,7 @@
 
 use super::backoff::{Backoff, Next};
 use super::delivery::Attempt;
-use super::outbox::{AlertKind, DeliveryJob, Outbox};
+use super::outbox::{DeliveryJob, Outbox};
 use super::{AlertConfig, Senders};
 use crate::limits::calendar::now_ms;
 use rand::Rng;
@@ -18,14 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
-
-/// Stored error texts are cut to this many bytes.
-const MAX_ERROR_LEN: usize = 500;
-
-/// Counts alerts fired by a ledger commit (`tollgate_alerts_fired_total`).
-pub fn count_fired(kind: AlertKind, n: u64) {
-    metrics::counter!("tollgate_alerts_fired_total", "kind" => kind.as_str()).increment(n);
-}
 
 /// Timing of the loop.
 #[derive(Debug, Clone, Copy)]
@@ -51,8 +43,8 @@ impl DispatchSettings {
 pub struct Dispatcher {
     outbox: Arc<dyn Outbox>,
     senders: Senders,
-    /// The lease owner: the node id and a per-process nonce, so a restarted
-    /// process never mistakes its predecessor's leases for its own.
+    /// The lease owner: the node id, stable across restarts, so a node
+    /// that starts again can take back what it held when it died.
     owner: String,
     settings: DispatchSettings,
     wake: Arc<Notify>,
@@ -87,7 +79,7 @@ impl Dispatcher {
         Dispatcher {
             outbox,
             senders,
-            owner: format!("{node_id}/{}", uuid::Uuid::new_v4().simple()),
+            owner: node_id.to_string(),
             settings,
             wake,
         }
@@ -103,6 +95,13 @@ impl Dispatcher {
         let slots = Arc::new(Semaphore::new(self.settings.concurrency));
         let mut in_flight = JoinSet::new();
         let mut depth_due = tokio::time::Instant::now();
+        // Whatever this node held when it last stopped (or crashed) is not
+        // in flight any more: send it again now rather than after the lease.
+        match self.outbox.release(&self.owner).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deliveries = n, "took back alert deliveries leased before a restart"),
+            Err(e) => tracing::warn!(error = %e, "could not release this node's old alert leases"),
+        }
         loop {
             if *stopped.borrow() {
                 break;
@@ -163,10 +162,7 @@ impl Dispatcher {
                 let jitter = rand::rng().random::<f64>();
                 match self.settings.backoff.next(job.created_at_ms, now, job.attempts, jitter) {
                     Next::RetryAt(at) => {
-                        self.record(
-                            &job,
-                            self.outbox.mark_retry(job.id, &self.owner, at, &cut(&error)).await,
-                        );
+                        self.record(&job, self.outbox.mark_retry(job.id, &self.owner, at, &error).await);
                         self.wake_at(at - now);
                         Attempt::Retry(error)
                     }
@@ -186,7 +182,7 @@ impl Dispatcher {
             Attempt::Dead(error) => {
                 metrics::counter!("tollgate_alert_deliveries_dead_total").increment(1);
                 tracing::warn!(delivery = %job.id, channel = %job.channel.id, attempts = job.attempts, error = %error, "alert delivery is dead");
-                self.record(&job, self.outbox.mark_dead(job.id, &self.owner, &cut(&error)).await);
+                self.record(&job, self.outbox.mark_dead(job.id, &self.owner, &error).await);
             }
             Attempt::Retry(error) => {
                 tracing::debug!(delivery = %job.id, channel = %job.channel.id, attempts = job.attempts, error = %error, "alert delivery will be retried");
@@ -219,13 +215,4 @@ impl Dispatcher {
             wake.notify_one();
         });
     }
-}
-
-/// An error text cut to [`MAX_ERROR_LEN`] bytes on a character boundary.
-fn cut(text: &str) -> String {
-    let mut end = text.len().min(MAX_ERROR_LEN);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
 }

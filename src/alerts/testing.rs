@@ -100,6 +100,17 @@ impl Outbox for MemoryOutbox {
             .is_some())
     }
 
+    async fn release(&self, owner: &str) -> StoreResult<u64> {
+        let mut released = 0;
+        for row in self.rows.lock().iter_mut() {
+            if row.lease.as_ref().is_some_and(|(o, _)| o == owner) {
+                row.lease = None;
+                released += 1;
+            }
+        }
+        Ok(released)
+    }
+
     async fn pending(&self) -> StoreResult<u64> {
         Ok(self.rows.lock().iter().filter(|r| r.status == "pending").count() as u64)
     }

@@ -8,6 +8,8 @@ mod reconcile;
 pub use cluster::ClusterNode;
 
 use crate::actor::{ActorDeps, EntitySupervisor, Takeover};
+use crate::alerts::dispatcher::DispatchSettings;
+use crate::alerts::{Dispatcher, DispatcherHandle, Senders};
 use crate::catalog::Catalog;
 use crate::config::{HttpConfig, ServeConfig};
 use crate::http::{self, AppState};
@@ -32,6 +34,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+/// The alert lease owner of a node outside a cluster (there is one).
+const SINGLE_NODE_ID: &str = "single";
+
 /// How often API keys' `last_used_at` is written (one batch per round).
 const KEY_USE_WRITE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -53,6 +58,8 @@ pub struct Node {
     flusher: Arc<Flusher>,
     local: Arc<LocalEntities>,
     tasks: Vec<JoinHandle<()>>,
+    /// Stopped at shutdown after the ledger's last commit.
+    dispatcher: Option<DispatcherHandle>,
     generated_admin_token_file: Option<PathBuf>,
     http: HttpConfig,
     /// The `--ops-listen` listener, bound at start so a taken port fails
@@ -153,11 +160,23 @@ impl Node {
             tasks.push(caches.spawn(reconcile::RECONCILE_EVERY));
         }
         let ledger_concurrency = if matches!(store, Store::Postgres(_)) { 4 } else { 1 };
+        let ledger = Ledger::spawn(store.clone(), ledger_concurrency);
+        // Alert delivery: woken by the ledger after each commit that
+        // created deliveries; leases carry the node id.
+        let senders = Senders::new(&config.alerts).map_err(|e| NodeError::Config(e.to_string()))?;
+        let dispatcher = Dispatcher::new(
+            Arc::new(store.clone()),
+            senders,
+            config.cluster.node_id.as_deref().unwrap_or(SINGLE_NODE_ID),
+            DispatchSettings::from_config(&config.alerts),
+            ledger.alerts_written(),
+        )
+        .spawn();
         let state = Arc::new(AppState {
             router,
             cluster: Arc::new(cluster),
             catalog,
-            ledger: Ledger::spawn(store.clone(), ledger_concurrency),
+            ledger,
             store,
             auth: Authenticator {
                 admin,
@@ -182,6 +201,7 @@ impl Node {
             flusher,
             local,
             tasks,
+            dispatcher: Some(dispatcher),
             generated_admin_token_file,
             http: config.http.clone(),
             ops_listener,
@@ -244,8 +264,11 @@ impl Node {
     }
 
     /// Final flush and stop (after the HTTP server has stopped).
-    pub async fn shutdown(self) -> Result<(), NodeError> {
+    pub async fn shutdown(mut self) -> Result<(), NodeError> {
         self.state.ledger.drain().await;
+        if let Some(dispatcher) = self.dispatcher.take() {
+            dispatcher.stop().await;
+        }
         if let Err(e) = self.state.keys.write_last_used().await {
             tracing::warn!(error = %e, "could not write API keys' last use at shutdown");
         }
