@@ -2,6 +2,8 @@
 //! call a service, and shape the answer; every error is mapped here once.
 
 pub mod admin;
+pub mod alert_channels;
+pub mod alerts;
 pub mod api_keys;
 pub mod check;
 mod check_json;
@@ -47,6 +49,8 @@ pub struct AppState {
     pub directory: Arc<Directory>,
     /// API key management (the authenticator reads the same ring).
     pub keys: ApiKeys,
+    /// Which alert destinations are allowed (`--alerts-allow-private`).
+    pub alert_policy: crate::alerts::AddressPolicy,
     /// How long an unsettled reservation holds its estimate.
     pub hold_ttl_ms: i64,
     /// How many new entities each guest client may bring into memory.
@@ -112,6 +116,9 @@ pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(api_keys::get, api_keys::revoke))
         .routes(routes!(api_keys::rotate))
         .routes(routes!(summary::summary))
+        .routes(routes!(alert_channels::create, alert_channels::list))
+        .routes(routes!(alert_channels::delete))
+        .routes(routes!(alerts::list))
         .routes(routes!(openapi::openapi_json))
 }
 

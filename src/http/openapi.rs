@@ -60,6 +60,7 @@ also accept guests (no credential), identified by their IP and the \
         (name = "admin", description = "Tiers, users, user budgets and model prices."),
         (name = "organisations", description = "Organisations, their members and pooled budgets."),
         (name = "api-keys", description = "API keys: create, read, rotate, revoke."),
+        (name = "alerts", description = "Budget alerts: where they go (channels), what fired and how it was delivered."),
         (name = "ops", description = "Liveness, readiness, metrics and this document."),
     ),
     modifiers(&BearerAuth),

@@ -76,8 +76,21 @@ pub struct ChannelRecord {
 pub enum ChannelScope {
     /// Every live channel (platform admins).
     All,
+    /// The live channels without an organisation (they hear every alert).
+    Platform,
     /// One organisation's live channels.
     Org(String),
+}
+
+impl ChannelScope {
+    /// The scope as two SQL parameters: a mode and an organisation.
+    pub(super) fn params(&self) -> (&'static str, Option<&str>) {
+        match self {
+            ChannelScope::All => ("all", None),
+            ChannelScope::Platform => ("platform", None),
+            ChannelScope::Org(org) => ("org", Some(org.as_str())),
+        }
+    }
 }
 
 /// An alert as fired: the facts every channel reports.
@@ -201,9 +214,15 @@ impl Store {
         dispatch!(self, s => s.channel(id).await)
     }
 
-    /// Live channels in `scope`, oldest first, at most `limit`.
-    pub async fn channels(&self, scope: &ChannelScope, limit: u32) -> StoreResult<Vec<ChannelRecord>> {
-        dispatch!(self, s => s.channels(scope, limit).await)
+    /// Live channels in `scope` with ids after `after` (a page's last
+    /// id; channel ids grow with time), in id order, at most `limit`.
+    pub async fn channels(
+        &self,
+        scope: &ChannelScope,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<ChannelRecord>> {
+        dispatch!(self, s => s.channels(scope, after, limit).await)
     }
 
     /// Deletes a live channel; its pending deliveries are marked dead

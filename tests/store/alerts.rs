@@ -145,14 +145,28 @@ async fn check_deliveries_follow_the_alert_to_its_channels(store: Store) {
     assert!(store.delete_channel("ach_b").await.unwrap());
     assert_eq!(store.outbox_depth().await.unwrap(), 4);
     let listed: Vec<String> = store
-        .channels(&ChannelScope::All, 100)
+        .channels(&ChannelScope::All, None, 100)
         .await
         .unwrap()
         .into_iter()
         .map(|c| c.id)
         .collect();
-    assert_eq!(listed, vec!["ach_global".to_string(), "ach_a".to_string()]);
-    let org_a = store.channels(&ChannelScope::Org("org-a".into()), 100).await.unwrap();
+    assert_eq!(listed, vec!["ach_a".to_string(), "ach_global".to_string()]);
+    let page: Vec<String> = store
+        .channels(&ChannelScope::All, Some("ach_a"), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(page, vec!["ach_global".to_string()]);
+    let platform = store.channels(&ChannelScope::Platform, None, 100).await.unwrap();
+    assert_eq!(platform.len(), 1);
+    assert_eq!(platform[0].id, "ach_global");
+    let org_a = store
+        .channels(&ChannelScope::Org("org-a".into()), None, 100)
+        .await
+        .unwrap();
     assert_eq!(org_a.len(), 1);
     assert_eq!(org_a[0].org_id.as_deref(), Some("org-a"));
     assert!(store.channel("ach_b").await.unwrap().is_none());

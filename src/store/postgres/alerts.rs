@@ -105,18 +105,24 @@ impl PgStore {
         row.map(channel_from_row).transpose()
     }
 
-    pub(in crate::store) async fn channels(&self, scope: &ChannelScope, limit: u32) -> StoreResult<Vec<ChannelRecord>> {
-        let org = match scope {
-            ChannelScope::All => None,
-            ChannelScope::Org(org) => Some(org.as_str()),
-        };
+    pub(in crate::store) async fn channels(
+        &self,
+        scope: &ChannelScope,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<ChannelRecord>> {
+        let (mode, org) = scope.params();
         let rows: Vec<ChannelRow> = sqlx::query_as(concat!(
             "SELECT id, kind, target, org_id, ",
             ms_of!("created_at"),
-            " FROM alert_channels WHERE deleted_at IS NULL AND ($1::text IS NULL OR org_id = $1) \
-             ORDER BY created_at, id LIMIT $2"
+            " FROM alert_channels WHERE deleted_at IS NULL \
+               AND ($1 = 'all' OR ($1 = 'platform' AND org_id IS NULL) OR ($1 = 'org' AND org_id = $2)) \
+               AND ($3::text IS NULL OR id > $3) \
+             ORDER BY id LIMIT $4"
         ))
+        .bind(mode)
         .bind(org)
+        .bind(after)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
