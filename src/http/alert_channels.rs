@@ -304,7 +304,7 @@ pub async fn list(
 ///
 /// It receives nothing more; its pending deliveries are dropped (marked
 /// dead). Same callers as creating it; another organisation's channel is
-/// a 404.
+/// a 404. Answers with the channel as it was.
 #[utoipa::path(
     delete,
     path = "/v1/alert-channels/{id}",
@@ -312,7 +312,7 @@ pub async fn list(
     tag = "alerts",
     params(("id" = String, Path, description = "The channel's id.", pattern = "^ach_[0-9a-f]{32}$")),
     responses(
-        (status = 204, description = "Deleted."),
+        (status = 200, description = "Deleted; the channel as it was.", body = ChannelResponse),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
@@ -324,7 +324,7 @@ pub async fn delete(
     State(app): State<Arc<AppState>>,
     Caller(caller): Caller,
     Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<ChannelResponse>, ApiError> {
     let access = Access::new(&caller, &app.directory);
     access.signed_in().map_err(refused)?;
     let channel = match is_channel_id(&id) {
@@ -342,5 +342,5 @@ pub async fn delete(
     if !app.store.delete_channel(&id).await? {
         return Err(refused(Denied::Hidden));
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(Json(ChannelResponse::new(channel, None)))
 }

@@ -348,6 +348,24 @@ async fn every_route_answers_as_documented() {
     call!("GET", "/v1/api-keys", "/v1/api-keys?limit=0", a, None);
     call!("GET", "/v1/api-keys", "/v1/api-keys", None, None);
     call!("DELETE", "/v1/api-keys/{id}", key_path, a, None);
+    // Alert channels (an IP-literal target: no DNS in tests) and alerts.
+    let hook = Some(json!({"kind": "webhook", "target": "https://93.184.215.14/hook"}));
+    let channel = call!("POST", "/v1/alert-channels", "/v1/alert-channels", a, hook);
+    assert_eq!(channel.status, 201, "{}", channel.json);
+    let refused = Some(json!({"kind": "webhook", "target": "http://127.0.0.1/hook"}));
+    call!("POST", "/v1/alert-channels", "/v1/alert-channels", a, refused);
+    call!("GET", "/v1/alert-channels", "/v1/alert-channels", a, None);
+    call!("GET", "/v1/alert-channels", "/v1/alert-channels?limit=0", a, None);
+    call!("GET", "/v1/alert-channels", "/v1/alert-channels", None, None);
+    let channel_path = format!(
+        "/v1/alert-channels/{}",
+        channel.json["id"].as_str().expect("channel id")
+    );
+    call!("DELETE", "/v1/alert-channels/{id}", channel_path, a, None);
+    call!("DELETE", "/v1/alert-channels/{id}", channel_path, a, None);
+    call!("GET", "/v1/alerts", "/v1/alerts?entity=user:u1", a, None);
+    call!("GET", "/v1/alerts", "/v1/alerts?since=yesterday", a, None);
+    call!("GET", "/v1/alerts", "/v1/alerts", None, None);
     call!("GET", "/v1/usage/summary", "/v1/usage/summary?group_by=day", a, None);
     call!("GET", "/v1/usage/summary", "/v1/usage/summary?group_by=week", a, None);
     for ops in ["/healthz", "/readyz", "/openapi.json"] {

@@ -164,7 +164,7 @@ async fn the_document_is_openapi_3_1_and_well_formed() {
         .iter()
         .map(|t| t["name"].as_str().expect("tag name"))
         .collect();
-    let want: BTreeSet<&str> = ["checks", "usage", "admin", "organisations", "api-keys", "ops"].into();
+    let want: BTreeSet<&str> = ["checks", "usage", "admin", "organisations", "api-keys", "alerts", "ops"].into();
     assert_eq!(tags, want);
     assert_eq!(
         doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer",
