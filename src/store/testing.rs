@@ -137,6 +137,66 @@ pub async fn insert_legacy_alert(store: &Store, entity: &str, period: &str, thre
     done.unwrap_or_else(|e| panic!("cannot insert a legacy alert: {e}"));
 }
 
+/// Records one usage row (and its spend) for `user` with the 0001 schema's
+/// columns only, as an old release did: the current `record_usage` reads
+/// columns later migrations added. 1 234 input and 567 output tokens.
+pub async fn insert_legacy_usage(store: &Store, user: &str, cost: &str, at_ms: i64) {
+    let period = crate::limits::calendar::Period::containing(at_ms).to_string();
+    let event = uuid::Uuid::new_v4();
+    let entity = format!("user:{user}");
+    let done: Result<(), sqlx::Error> = match store {
+        Store::Sqlite(s) => {
+            async {
+                sqlx::query(
+                    "INSERT INTO model_usage (event_id, user_id, model, input_tokens, output_tokens, cost_usd, period, \
+                     created_at) VALUES ($1, $2, 'test-model', 1234, 567, $3, $4, $5)",
+                )
+                .bind(event.hyphenated().to_string())
+                .bind(user)
+                .bind(cost)
+                .bind(&period)
+                .bind(at_ms)
+                .execute(s.pool())
+                .await?;
+                sqlx::query("INSERT INTO entity_spend (entity, period, spent_usd) VALUES ($1, $2, $3)")
+                    .bind(&entity)
+                    .bind(&period)
+                    .bind(cost)
+                    .execute(s.pool())
+                    .await
+                    .map(drop)
+            }
+            .await
+        }
+        Store::Postgres(s) => {
+            async {
+                sqlx::query(
+                    "INSERT INTO model_usage (event_id, user_id, model, input_tokens, output_tokens, cost_usd, period, \
+                     created_at) \
+                 VALUES ($1, $2, 'test-model', 1234, 567, $3::numeric, $4, \
+                         timestamptz 'epoch' + $5 * interval '1 millisecond')",
+                )
+                .bind(event)
+                .bind(user)
+                .bind(cost)
+                .bind(&period)
+                .bind(at_ms)
+                .execute(s.pool())
+                .await?;
+                sqlx::query("INSERT INTO entity_spend (entity, period, spent_usd) VALUES ($1, $2, $3::numeric)")
+                    .bind(&entity)
+                    .bind(&period)
+                    .bind(cost)
+                    .execute(s.pool())
+                    .await
+                    .map(drop)
+            }
+            .await
+        }
+    };
+    done.unwrap_or_else(|e| panic!("cannot insert legacy usage: {e}"));
+}
+
 /// Closes a store made by [`fresh_postgres`] and drops its database (best
 /// effort: failures are printed, not raised). Does nothing for SQLite.
 pub async fn drop_postgres(store: Store) {

@@ -3,7 +3,7 @@
 //! release left behind.
 
 use super::*;
-use tollgate::store::testing::{fresh_postgres_at, fresh_sqlite_at, user_organization_id};
+use tollgate::store::testing::{fresh_postgres_at, fresh_sqlite_at, insert_legacy_usage, user_organization_id};
 use tollgate::store::{
     CreateOrgOutcome, MemberOutcome, Membership, OrgRecord, OrgRole, OrgUpdate, SummaryFilter, SummaryGroup, SummaryRow,
 };
@@ -259,10 +259,8 @@ async fn check_load_entity_reads_org_tier(store: Store) {
 async fn check_identity_migration_on_old_database(store: Store) {
     let period = Period::containing(NOW);
     store.put_user("alice", "pro").await.unwrap();
-    store
-        .record_usage(&[row(Uuid::new_v4(), user_subject("alice"), "0.25", NOW)])
-        .await
-        .unwrap();
+    // As a 0001 release wrote it (today's ledger reads later columns).
+    insert_legacy_usage(&store, "alice", "0.25", NOW).await;
     store.migrate().await.unwrap();
 
     assert_eq!(store.user_tier("alice").await.unwrap().as_deref(), Some("pro"));
