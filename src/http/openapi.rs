@@ -61,7 +61,7 @@ also accept guests (no credential), identified by their IP and the \
         (name = "organisations", description = "Organisations, their members and pooled budgets."),
         (name = "api-keys", description = "API keys: create, read, rotate, revoke."),
         (name = "alerts", description = "Budget alerts: where they go (channels), what fired and how it was delivered."),
-        (name = "ops", description = "Liveness, readiness, metrics and this document."),
+        (name = "ops", description = "Liveness, readiness, metrics, cluster membership and this document. `/metrics` and `/v1/cluster*` need the admin credential here; a node started with `--ops-listen` serves them there without one."),
     ),
     modifiers(&BearerAuth),
     components(
