@@ -236,7 +236,8 @@ pub struct BudgetResponse {
     /// The budget; null when removed.
     #[schema(required = true)]
     pub monthly_budget_usd: Option<Usd>,
-    /// The alert thresholds in effect (percent); null when removed.
+    /// The alert thresholds in effect (percent); null when removed, and
+    /// for an organisation's cap on a member (alerts follow budgets).
     #[schema(required = true, value_type = Option<Vec<u8>>, example = json!([50, 75, 90, 100]))]
     pub alert_thresholds: Option<Vec<u8>>,
 }
@@ -319,11 +320,12 @@ async fn user_budget(
     let key = EntityKey::user(id).map_err(|e| ApiError::invalid("user id", e))?;
     let usd = budget.as_ref().map(|(usd, _)| *usd);
     let thresholds = budget.as_ref().and_then(|(_, t)| t.as_ref());
-    let member_cap = matches!(authority, BudgetAuthority::MemberCap { .. });
-    if member_cap && thresholds.is_some() {
+    // Alerts follow the user's own budget; an organisation's cap on a
+    // member has no thresholds of its own.
+    if thresholds.is_some() && !matches!(authority, BudgetAuthority::Own) {
         return Err(ApiError::invalid(
             "alert_thresholds",
-            "a member cap has no alert thresholds of its own (set them on the user's or the organisation's budget)",
+            "only the user's own budget (set by an admin) has alert thresholds, not an organisation's cap",
         ));
     }
     if !super::org_members::memberships(app)
@@ -336,10 +338,16 @@ async fn user_budget(
     Ok(Json(BudgetResponse {
         entity: key.to_string(),
         monthly_budget_usd: usd,
-        alert_thresholds: usd
-            .filter(|_| !member_cap)
-            .map(|_| thresholds.cloned().unwrap_or_default().as_slice().to_vec()),
+        alert_thresholds: match authority {
+            BudgetAuthority::Own => thresholds_in_effect(usd, thresholds),
+            _ => None,
+        },
     }))
+}
+
+/// The thresholds a budget alerts at (None: no budget).
+fn thresholds_in_effect(budget: Option<Usd>, thresholds: Option<&Thresholds>) -> Option<Vec<u8>> {
+    budget.map(|_| thresholds.cloned().unwrap_or_default().as_slice().to_vec())
 }
 
 pub(super) async fn set_budget(
@@ -354,7 +362,7 @@ pub(super) async fn set_budget(
     Ok(Json(BudgetResponse {
         entity: key.to_string(),
         monthly_budget_usd: usd,
-        alert_thresholds: usd.map(|_| thresholds.cloned().unwrap_or_default().as_slice().to_vec()),
+        alert_thresholds: thresholds_in_effect(usd, thresholds),
     }))
 }
 

@@ -132,10 +132,10 @@ impl Memberships<'_> {
     }
 
     /// Sets (`Some`) or clears (`None`) the budget `authority` governs: the
-    /// user's own, or their organisation's cap on them. Either way the
-    /// actor then runs with the lower of the two. Alert thresholds belong to
-    /// the user's own budget (a member cap has none). False if a member cap was
-    /// asked for and the user is no longer a member of that organisation.
+    /// user's own (with its alert thresholds; None: the defaults), or their
+    /// organisation's cap on them. Either way the actor then runs with the
+    /// lower of the two. False if a member cap was asked for and the user
+    /// is no longer a member of that organisation.
     pub async fn set_user_budget(
         &self,
         user: &EntityKey,

@@ -345,7 +345,7 @@ async fn check_alert_reads_by_scope(store: Store) {
     assert!(store.alerts(&AlertScope::All, future, 100).await.unwrap().is_empty());
 }
 
-/// 0005 on a database 0003 left: old alerts keep their once-only key and
+/// 0005 on a database 0004 left: old alerts keep their once-only key and
 /// get ids; budgets keep working.
 async fn check_alerts_migration_on_old_database(store: Store) {
     let period = Period::containing(NOW);
@@ -372,13 +372,13 @@ async fn check_alerts_migration_on_old_database(store: Store) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_migration_on_old_sqlite() {
-    let (store, _dir) = fresh_sqlite_at(3).await;
+    let (store, _dir) = fresh_sqlite_at(4).await;
     check_alerts_migration_on_old_database(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_migration_on_old_postgres() {
-    if let Some(store) = fresh_postgres_at(3).await {
+    if let Some(store) = fresh_postgres_at(4).await {
         check_alerts_migration_on_old_database(store.clone()).await;
         drop_postgres(store).await;
     }
