@@ -161,3 +161,59 @@ async fn shutdown_is_not_stalled_by_slow_clients() {
         closed_by_server(stream).await;
     }
 }
+
+/// Beyond --max-connections a new connection is not accepted: it waits in
+/// the kernel's backlog, unanswered, until an open one closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_cap_connections_wait_for_a_free_slot() {
+    let Some(db) = TestDb::new(Backend::Sqlite).await else {
+        return;
+    };
+    let n = TestNode::start_with(&db, |c| {
+        c.http.max_connections = 2;
+        c.http.header_read_timeout_s = 300;
+        c.http.keep_alive_timeout_s = 300;
+    })
+    .await;
+    let first = connect(&n).await;
+    let second = connect(&n).await;
+    let mut waiting = connect(&n).await;
+    waiting
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: tollgate\r\n\r\n")
+        .await
+        .expect("request");
+    let mut buf = [0u8; 512];
+    // Not a speed measure: with the cap working no answer ever comes
+    // while both slots are held.
+    let early = tokio::time::timeout(Duration::from_millis(500), waiting.read(&mut buf)).await;
+    assert!(early.is_err(), "a third connection was served past a cap of 2");
+    drop(first);
+    let got = tokio::time::timeout(CLOSED_WITHIN, waiting.read(&mut buf))
+        .await
+        .expect("served once a slot freed")
+        .expect("read");
+    assert!(String::from_utf8_lossy(&buf[..got]).starts_with("HTTP/1.1 200"));
+    drop((second, waiting));
+    n.stop().await;
+}
+
+/// An idle keep-alive connection is closed after --keep-alive-timeout-s
+/// even when the header timeout is much longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_closed() {
+    let Some(db) = TestDb::new(Backend::Sqlite).await else {
+        return;
+    };
+    let n = TestNode::start_with(&db, |c| {
+        c.http.header_read_timeout_s = 300;
+        c.http.keep_alive_timeout_s = 1;
+    })
+    .await;
+    let mut idle = connect(&n).await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: tollgate\r\n\r\n")
+        .await
+        .expect("request");
+    let answer = closed_by_server(idle).await;
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    n.stop().await;
+}

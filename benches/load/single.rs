@@ -29,6 +29,8 @@ pub fn run(settings: &Settings) -> Result<()> {
         .build()?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        // Below the node's --keep-alive-timeout-s (5 s).
+        .pool_idle_timeout(Duration::from_secs(3))
         .pool_max_idle_per_host(MEM_IN_FLIGHT)
         .build()?;
 

@@ -122,7 +122,9 @@ pub fn http_client(request_timeout: Duration) -> Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .timeout(request_timeout)
-        .pool_idle_timeout(Duration::from_secs(30))
+        // Below the node's --keep-alive-timeout-s (5 s): a pooled connection
+        // the node is closing just as a request goes out fails that request.
+        .pool_idle_timeout(Duration::from_secs(3))
         .build()?)
 }
 

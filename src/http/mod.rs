@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod error;
 pub mod extract;
 pub mod invitations;
+pub mod key_list;
 pub mod openapi;
 pub mod ops;
 pub mod org_members;
@@ -108,7 +109,7 @@ pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(orgs::put_budget, orgs::delete_budget))
         .routes(routes!(invitations::list))
         .routes(routes!(invitations::accept, invitations::decline))
-        .routes(routes!(api_keys::create, api_keys::list))
+        .routes(routes!(api_keys::create, key_list::list))
         .routes(routes!(api_keys::get, api_keys::revoke))
         .routes(routes!(api_keys::rotate))
         .routes(routes!(summary::summary))

@@ -60,7 +60,7 @@ also accept guests (no credential), identified by their IP and the \
         (name = "admin", description = "Tiers, users, user budgets and model prices."),
         (name = "organisations", description = "Organisations, their members and pooled budgets."),
         (name = "api-keys", description = "API keys: create, read, rotate, revoke."),
-        (name = "ops", description = "Liveness, readiness, metrics and this document."),
+        (name = "ops", description = "Liveness, readiness, metrics, cluster membership and this document. `/metrics` and `/v1/cluster*` need the admin credential here; a node started with `--ops-listen` serves them there without one."),
     ),
     modifiers(&BearerAuth),
     components(

@@ -179,7 +179,12 @@ impl TestNode {
         TestNode {
             base,
             ops_base,
-            client: reqwest::Client::new(),
+            // Idle connections are dropped before the node's keep-alive
+            // timeout (5 s) closes them under a request.
+            client: reqwest::Client::builder()
+                .pool_idle_timeout(std::time::Duration::from_secs(3))
+                .build()
+                .expect("client"),
             state,
             entities,
             shutdown: Some(tx),

@@ -154,7 +154,12 @@ async fn up(binary: PathBuf, args: UpArgs) -> anyhow::Result<ExitCode> {
     println!("admin token: {}", cluster.admin_token());
     println!("logs: {}", cluster.log_dir().display());
     if let Some(first) = cluster.spec(0) {
-        println!("try:  curl -s http://{}/v1/cluster", first.http);
+        // `/v1/cluster` needs the admin credential on the public listener.
+        println!(
+            "try:  curl -s -H 'Authorization: Bearer {}' http://{}/v1/cluster",
+            cluster.admin_token(),
+            first.http
+        );
     }
     println!("Ctrl-C (or SIGTERM) stops every node gracefully.");
     let mut term =
