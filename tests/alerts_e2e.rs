@@ -50,6 +50,19 @@ async fn spend(n: &TestNode, user: &str, cost: &str) {
     assert_eq!(r.status, 200, "{}", r.json);
 }
 
+/// The node's Prometheus text (`/metrics`, admin credential).
+async fn metrics(n: &TestNode) -> String {
+    n.client
+        .get(format!("{}/metrics", n.base))
+        .bearer_auth(common::ADMIN)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
 /// Waits until the outbox has nothing pending.
 async fn drained(n: &TestNode) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -184,6 +197,17 @@ async fn each_threshold_is_delivered_once_per_channel(backend: Backend) {
             .all(|b| b["period_start"] == tollgate::limits::calendar::rfc3339(next.start_ms()))
     );
     assert_eq!(smtp.mails().len(), 10);
+    let text = metrics(&n).await;
+    for series in [
+        r#"tollgate_alerts_fired_total{kind="threshold"}"#,
+        r#"tollgate_alerts_fired_total{kind="overage"}"#,
+        r#"tollgate_alert_deliveries_total{channel_kind="webhook",outcome="delivered"}"#,
+        r#"tollgate_alert_deliveries_total{channel_kind="email",outcome="delivered"}"#,
+        "tollgate_alert_delivery_latency_seconds",
+        "tollgate_alert_outbox_depth",
+    ] {
+        assert!(text.contains(series), "{series} in /metrics");
+    }
     n.stop().await;
 }
 on_both_backends!(each_threshold_is_delivered_once_per_channel);
@@ -214,6 +238,9 @@ async fn a_refusing_receiver_is_dead_after_one_attempt(backend: Backend) {
     let d = &alerts[0].deliveries[0];
     assert_eq!((d.status.as_str(), d.attempts), ("dead", 1));
     assert_eq!(d.last_error.as_deref(), Some("HTTP 404"));
+    let text = metrics(&n).await;
+    assert!(text.contains("tollgate_alert_deliveries_dead_total"), "dead deliveries counted");
+    assert!(text.contains(r#"tollgate_alert_deliveries_total{channel_kind="webhook",outcome="dead"}"#));
     n.stop().await;
 }
 on_both_backends!(a_refusing_receiver_is_dead_after_one_attempt);
