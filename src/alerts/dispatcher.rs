@@ -19,6 +19,11 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
+/// How long a stopping dispatcher waits for the sends in flight: a
+/// receiver that hangs must not hold up a node's shutdown for the whole
+/// `--alert-timeout-ms`.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// Timing of the loop.
 #[derive(Debug, Clone, Copy)]
 pub struct DispatchSettings {
@@ -57,12 +62,18 @@ pub struct DispatcherHandle {
 }
 
 impl DispatcherHandle {
-    /// Stops claiming, waits for the sends in flight to be recorded (each
-    /// bounded by `--alert-timeout-ms`), then returns. A delivery cut off
-    /// anyway keeps its lease until it expires and is retried.
-    pub async fn stop(self) {
+    /// Stops claiming and gives the sends in flight [`STOP_GRACE`] to
+    /// finish and be recorded; the rest are cut off. A delivery cut off
+    /// keeps its lease: this node takes it back when it starts again (or
+    /// another node when the lease runs out) and sends it again, with the
+    /// same `webhook-id`.
+    pub async fn stop(mut self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        if tokio::time::timeout(STOP_GRACE, &mut self.task).await.is_err() {
+            // Dropping the loop's JoinSet aborts its sends.
+            self.task.abort();
+            let _ = self.task.await;
+        }
     }
 }
 

@@ -49,6 +49,8 @@ impl Received {
 /// 200 to everything.
 pub struct Receiver {
     pub port: u16,
+    /// Connections accepted (stalled ones included).
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
     received: Arc<Mutex<Vec<Received>>>,
     script: Arc<Mutex<VecDeque<Reply>>>,
     task: tokio::task::JoinHandle<()>,
@@ -79,12 +81,15 @@ impl Receiver {
         let received = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(VecDeque::from(script)));
         let (r, s) = (received.clone(), script.clone());
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let a = accepted.clone();
         let task = tokio::spawn(async move {
             let mut stalled = Vec::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let reply = s.lock().unwrap().pop_front().unwrap_or(Reply::Status(200));
                 match reply {
                     Reply::Stall => stalled.push(stream),
@@ -99,6 +104,7 @@ impl Receiver {
         });
         Receiver {
             port,
+            accepted,
             received,
             script,
             task,
@@ -107,6 +113,10 @@ impl Receiver {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn received(&self) -> Vec<Received> {
