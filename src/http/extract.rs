@@ -74,6 +74,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if let Ok(value) = serde_json::from_slice(bytes) {
         return Ok(value);
     }
+    // JSON (and JSON Schema's `integer`) does not tell `3.0` from `3`;
+    // serde does. A body refused only for an integral float is read again
+    // with those numbers as integers.
+    if let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(bytes)
+        && integral_floats_to_integers(&mut json)
+        && let Ok(value) = serde_json::from_value(json)
+    {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
@@ -88,6 +97,38 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     de.end()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("body: {e}")))?;
     Ok(value)
+}
+
+/// Rewrites every float with no fractional part (`417.0`, `1e3`) that fits
+/// an `i64` or `u64` as that integer; true if it rewrote any.
+fn integral_floats_to_integers(json: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match json {
+        Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64() else { return false };
+            // Exactly representable integers only: both bounds are powers
+            // of two, so the casts below are exact.
+            let integer = if f.fract() != 0.0 {
+                None
+            } else if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                Some(serde_json::Number::from(f as u64))
+            } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                Some(serde_json::Number::from(f as i64))
+            } else {
+                None
+            };
+            match integer {
+                Some(i) => {
+                    *n = i;
+                    true
+                }
+                None => false,
+            }
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |any, v| integral_floats_to_integers(v) | any),
+        Value::Object(map) => map.values_mut().fold(false, |any, v| integral_floats_to_integers(v) | any),
+        _ => false,
+    }
 }
 
 /// A query string.

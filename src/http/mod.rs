@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+mod openapi_rules;
 pub mod ops;
 pub mod org_members;
 pub mod orgs;
