@@ -251,8 +251,10 @@ pub fn check_tokens(field: &str, n: u64) -> Result<(), ApiError> {
 }
 
 pub fn unknown_model(model: &str) -> ApiError {
+    // 404 like any missing resource: the price (`/v1/prices/{model}`)
+    // does not exist; the request itself is well formed.
     ApiError::new(
-        StatusCode::BAD_REQUEST,
+        StatusCode::NOT_FOUND,
         "unknown_model",
         format!("model {model:?} has no price; set one with PUT /v1/prices/{{model}} or send cost_usd"),
     )

@@ -71,6 +71,15 @@ where
 /// take the plain parser; only a failure is parsed again with path tracking
 /// to name the field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every body is a JSON object. serde would also read a struct from an
+    // array of its fields in order (`[null, null]`), which no client means.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "body: must be a JSON object",
+        ));
+    }
     if let Ok(value) = serde_json::from_slice(bytes) {
         return Ok(value);
     }

@@ -125,6 +125,21 @@ pub fn apply(doc: &mut Value) {
     ] {
         property(&mut schemas[schema], field, rule);
     }
+    // Sums (spent, held, totals, computed costs) can pass the most a client
+    // may send: an answer's amounts are unbounded.
+    for (schema, field) in [
+        ("BudgetJson", "spent_usd"),
+        ("BudgetJson", "held_usd"),
+        ("SummaryGroupJson", "cost_usd"),
+        ("SummaryResponse", "total_usd"),
+        ("ReleaseResponse", "amount_usd"),
+        ("UsageResponse", "cost_usd"),
+    ] {
+        if let Some(property) = schemas.pointer_mut(&format!("/{schema}/properties/{field}")) {
+            unbounded(property);
+        }
+    }
+    property(&mut schemas["CheckRequest"], "model", json!({"type": "string", "pattern": MODEL}));
     // Absent and `null` are alike here (serde's `Option`).
     for field in ["name", "subscription_tier"] {
         if let Some(property) = schemas.pointer_mut(&format!("/UpdateOrgBody/properties/{field}")) {
@@ -256,6 +271,21 @@ fn status_subject(doc: &mut Value) {
             },
         }),
     );
+}
+
+/// Replaces references to the (bounded) `Usd` schema inside `schema` with
+/// an unbounded non-negative decimal string.
+fn unbounded(schema: &mut Value) {
+    match schema {
+        Value::Object(object) if object.get("$ref") == Some(&json!("#/components/schemas/Usd")) => {
+            object.remove("$ref");
+            object.insert("type".into(), json!("string"));
+            object.insert("pattern".into(), json!("^[0-9]+(\\.[0-9]+)?$"));
+        }
+        Value::Object(object) => object.values_mut().for_each(unbounded),
+        Value::Array(items) => items.iter_mut().for_each(unbounded),
+        _ => {}
+    }
 }
 
 /// Sets `key` in an object schema (a no-op on anything else).
