@@ -8,7 +8,7 @@ use super::subject::{self, GuestRef};
 use super::views::{self, BudgetJson, LimitJson};
 use crate::limits::calendar::now_ms;
 use crate::limits::entity::{Refusal, WindowName};
-use crate::limits::pricing::MAX_TOKENS;
+use crate::limits::pricing::{MAX_TOKENS, valid_model_name};
 use crate::money::Usd;
 use crate::service::check::{self, CheckPlan};
 use axum::extract::State;
@@ -162,6 +162,16 @@ pub async fn check(
         return Err(ApiError::invalid(
             "requests",
             format!("must be between 1 and {MAX_REQUESTS}"),
+        ));
+    }
+    // A model is validated as in usage and prices, even where only a cost
+    // estimate (or none) makes it unused here.
+    if let Some(model) = req.model.as_deref()
+        && !valid_model_name(model)
+    {
+        return Err(ApiError::invalid(
+            "model",
+            "must be 1-128 characters of letters, digits and - _ . : / @",
         ));
     }
     let estimate = match &req.estimate {

@@ -134,8 +134,12 @@ fn integral_floats_to_integers(json: &mut serde_json::Value) -> bool {
                 None => false,
             }
         }
-        Value::Array(items) => items.iter_mut().fold(false, |any, v| integral_floats_to_integers(v) | any),
-        Value::Object(map) => map.values_mut().fold(false, |any, v| integral_floats_to_integers(v) | any),
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |any, v| integral_floats_to_integers(v) | any),
+        Value::Object(map) => map
+            .values_mut()
+            .fold(false, |any, v| integral_floats_to_integers(v) | any),
         _ => false,
     }
 }

@@ -26,7 +26,6 @@ macro_rules! entity_char {
 /// Schema can only count characters, so `maxLength` is exact for ASCII ids.
 const ENTITY_ID: &str = concat!("^", entity_char!(), "+$");
 
-
 /// Tier names ([`crate::limits::tier`]).
 const TIER_NAME: &str = "^[a-z0-9_-]{1,64}$";
 
@@ -98,8 +97,16 @@ pub fn apply(doc: &mut Value) {
         ("/v1/users/{id}", "id", entity_id()),
         ("/v1/users/{id}/budget", "id", entity_id()),
         ("/v1/orgs/{id}/members/{user_id}", "user_id", entity_id()),
-        ("/v1/tiers/{name}", "name", json!({"type": "string", "pattern": TIER_NAME})),
-        ("/v1/prices/{model}", "model", json!({"type": "string", "pattern": MODEL})),
+        (
+            "/v1/tiers/{name}",
+            "name",
+            json!({"type": "string", "pattern": TIER_NAME}),
+        ),
+        (
+            "/v1/prices/{model}",
+            "model",
+            json!({"type": "string", "pattern": MODEL}),
+        ),
         ("/v1/status", "user_id", entity_id()),
         ("/v1/status", "ip", ip()),
         ("/v1/status", "fingerprint", entity_id()),
@@ -139,7 +146,36 @@ pub fn apply(doc: &mut Value) {
             unbounded(property);
         }
     }
-    property(&mut schemas["CheckRequest"], "model", json!({"type": "string", "pattern": MODEL}));
+    property(
+        &mut schemas["CheckRequest"],
+        "model",
+        json!({"type": "string", "pattern": MODEL}),
+    );
+    // A token estimate is priced with `model`: it must be named.
+    set(
+        &mut schemas["CheckRequest"],
+        "if",
+        json!({
+            "required": ["estimate"],
+            "properties": {"estimate": {
+                "type": "object",
+                "required": ["input_tokens"],
+                "properties": {"input_tokens": {"type": "integer"}},
+            }},
+        }),
+    );
+    set(
+        &mut schemas["CheckRequest"],
+        "then",
+        json!({"required": ["model"], "properties": {"model": {"type": "string"}}}),
+    );
+    // The server takes any `local@domain.tld`-shaped address, not only
+    // what JSON Schema's `email` format allows: the pattern says it.
+    for schema in ["CreateOrgBody", "UpdateOrgBody"] {
+        if let Some(Value::Object(property)) = schemas.pointer_mut(&format!("/{schema}/properties/billing_email")) {
+            property.remove("format");
+        }
+    }
     // Absent and `null` are alike here (serde's `Option`).
     for field in ["name", "subscription_tier"] {
         if let Some(property) = schemas.pointer_mut(&format!("/UpdateOrgBody/properties/{field}")) {
@@ -203,7 +239,11 @@ pub fn apply(doc: &mut Value) {
         ]),
     );
     property(&mut schemas["CreateKeyBody"], "user_id", entity_id());
-    set(&mut schemas["CreateKeyBody"], "example", json!({"name": "backend (production)", "scopes": ["service"]}));
+    set(
+        &mut schemas["CreateKeyBody"],
+        "example",
+        json!({"name": "backend (production)", "scopes": ["service"]}),
+    );
     // An estimate is `{"cost_usd"}` or `{"input_tokens", "max_output_tokens"}`.
     set(
         &mut schemas["Estimate"],
@@ -301,7 +341,9 @@ fn property(schema: &mut Value, field: &str, rule: Value) {
     let Some(property) = schema.pointer_mut(&format!("/properties/{field}")) else {
         return;
     };
-    let nullable = property["type"].as_array().is_some_and(|types| types.contains(&json!("null")));
+    let nullable = property["type"]
+        .as_array()
+        .is_some_and(|types| types.contains(&json!("null")));
     let mut narrowed = rule;
     if nullable {
         narrowed["type"] = json!(["string", "null"]);

@@ -125,7 +125,10 @@ pub async fn record(
             // Answered as `DELETE /v1/reservations/{id}` answers them: a
             // reservation that is not this subject's does not exist for it.
             let id = ReservationId::parse(text).ok_or_else(|| {
-                ApiError::not_found("reservation_not_found", "reservation_id: is not a reservation id Tollgate issued")
+                ApiError::not_found(
+                    "reservation_not_found",
+                    "reservation_id: is not a reservation id Tollgate issued",
+                )
             })?;
             if id.entities != subject.entities {
                 return Err(ApiError::not_found(
