@@ -77,7 +77,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
-            "body: must be a JSON object",
+            "body: invalid type: a request body must be a JSON object",
         ));
     }
     if let Ok(value) = serde_json::from_slice(bytes) {
