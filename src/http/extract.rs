@@ -195,3 +195,28 @@ impl FromRequestParts<Arc<AppState>> for AdminCaller {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Body {
+        n: u32,
+        m: Option<i64>,
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        let body: Body = parse_json(br#"{"n": 417.0, "m": -2e0}"#).unwrap();
+        assert_eq!(body, Body { n: 417, m: Some(-2) });
+    }
+
+    #[test]
+    fn fractions_and_non_objects_are_refused() {
+        let fraction = parse_json::<Body>(br#"{"n": 417.5}"#).unwrap_err();
+        assert_eq!(fraction.status, StatusCode::BAD_REQUEST);
+        let array = parse_json::<Body>(br#"[1, null]"#).unwrap_err();
+        assert_eq!(array.status, StatusCode::BAD_REQUEST);
+    }
+}
