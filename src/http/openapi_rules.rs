@@ -260,10 +260,11 @@ pub fn apply(doc: &mut Value) {
             {
                 "required": ["input_tokens", "max_output_tokens"],
                 "properties": {
-                    "cost_usd": {"type": "null"},
                     "input_tokens": {"type": "integer"},
                     "max_output_tokens": {"type": "integer"},
                 },
+                // No cost beside the tokens (`null` counts as absent).
+                "not": {"required": ["cost_usd"], "properties": {"cost_usd": {"$ref": "#/components/schemas/Usd"}}},
             },
         ]),
     );
