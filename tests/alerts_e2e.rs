@@ -239,7 +239,10 @@ async fn a_refusing_receiver_is_dead_after_one_attempt(backend: Backend) {
     assert_eq!((d.status.as_str(), d.attempts), ("dead", 1));
     assert_eq!(d.last_error.as_deref(), Some("HTTP 404"));
     let text = metrics(&n).await;
-    assert!(text.contains("tollgate_alert_deliveries_dead_total"), "dead deliveries counted");
+    assert!(
+        text.contains("tollgate_alert_deliveries_dead_total"),
+        "dead deliveries counted"
+    );
     assert!(text.contains(r#"tollgate_alert_deliveries_total{channel_kind="webhook",outcome="dead"}"#));
     n.stop().await;
 }
