@@ -53,6 +53,10 @@ mod orgs;
 mod ownership;
 mod summary;
 
+/// A spend row after the ledger's upsert: entity, period, spent, and the
+/// entity's budget and alert thresholds (if it has a budget).
+type SpendRow = (String, String, Decimal, Option<Decimal>, Option<String>);
+
 /// A `subscription_tiers` row: name, daily, monthly, rpm, price.
 type TierRow = (String, i64, Option<i64>, Option<i32>, Decimal);
 
@@ -453,7 +457,7 @@ impl PgStore {
                 amounts.push(*added);
                 by_text.insert((key.as_str(), period.to_string()), (key, *period, *added));
             }
-            let updated: Vec<(String, String, Decimal, Option<Decimal>, Option<String>)> = sqlx::query_as(
+            let updated: Vec<SpendRow> = sqlx::query_as(
                 "WITH up AS ( \
                      INSERT INTO entity_spend (entity, period, spent_usd) \
                      SELECT e, p, s FROM UNNEST($1::text[], $2::text[], $3::numeric[]) AS t(e, p, s) \

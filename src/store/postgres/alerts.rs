@@ -20,6 +20,10 @@ type ChannelRow = (String, String, String, Option<String>, i64);
 /// An alert row: id, entity, kind, threshold, spent, limit, period, created (ms).
 type AlertRow = (Uuid, String, String, i32, Decimal, Decimal, String, i64);
 
+/// A delivery as read with its alert: alert id, channel, status,
+/// attempts, last error, delivered (ms).
+type DeliveryRow = (Uuid, String, String, i32, Option<String>, Option<i64>);
+
 /// A claimed delivery: id, attempts, created (ms), channel id, kind,
 /// target, secret, then the alert's columns.
 type JobRow = (
@@ -312,7 +316,7 @@ impl PgStore {
         .await?;
         let alerts: Vec<AlertFacts> = rows.into_iter().map(alert_from_row).collect::<StoreResult<_>>()?;
         let ids: Vec<Uuid> = alerts.iter().map(|a| a.id).collect();
-        let deliveries: Vec<(Uuid, String, String, i32, Option<String>, Option<i64>)> = sqlx::query_as(concat!(
+        let deliveries: Vec<DeliveryRow> = sqlx::query_as(concat!(
             "SELECT alert_id, channel_id, status, attempts, last_error, ",
             "CASE WHEN delivered_at IS NULL THEN NULL ELSE ",
             ms_of!("delivered_at"),

@@ -19,6 +19,10 @@ type ChannelRow = (String, String, String, Option<String>, i64);
 /// An alert row: id, entity, kind, threshold, spent, limit, period, created (ms).
 type AlertRow = (String, String, String, i64, String, String, String, i64);
 
+/// A delivery as read with its alert: alert id, channel, status,
+/// attempts, last error, delivered (ms).
+type DeliveryRow = (String, String, String, i64, Option<String>, Option<i64>);
+
 /// A claimed delivery: id, attempts, created (ms), channel id, kind,
 /// target, secret, then the alert's columns.
 type JobRow = (
@@ -325,7 +329,7 @@ impl SqliteStore {
         .await?;
         let alerts: Vec<AlertFacts> = rows.into_iter().map(alert_from_row).collect::<StoreResult<_>>()?;
         let ids: Vec<String> = alerts.iter().map(|a| a.id.hyphenated().to_string()).collect();
-        let deliveries: Vec<(String, String, String, i64, Option<String>, Option<i64>)> = sqlx::query_as(
+        let deliveries: Vec<DeliveryRow> = sqlx::query_as(
             "SELECT alert_id, channel_id, status, attempts, last_error, delivered_at FROM alert_deliveries \
              WHERE alert_id IN (SELECT value FROM json_each($1)) ORDER BY created_at, channel_id",
         )
