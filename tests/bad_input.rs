@@ -130,7 +130,10 @@ fn cases() -> Vec<Case> {
             400,
             "user_id",
         ),
-        case("no subject", M::POST, "/v1/check", a, r#"{}"#, 400, "user_id"),
+        // Well formed (a user credential may leave the subject out), but a
+        // service credential has no subject of its own: 403, not 400, so
+        // the OpenAPI document can describe it (schemathesis).
+        case("no subject", M::POST, "/v1/check", a, r#"{}"#, 403, "user_id"),
         case(
             "both subjects",
             M::POST,
@@ -212,13 +215,15 @@ fn cases() -> Vec<Case> {
             400,
             "model",
         ),
+        // A missing price, an unknown reservation or tier is a missing
+        // resource (404); the request itself is well formed.
         case(
             "estimate unknown model",
             M::POST,
             "/v1/check",
             a,
             r#"{"user_id":"victim","model":"nope","estimate":{"input_tokens":1,"max_output_tokens":1}}"#,
-            400,
+            404,
             "nope",
         ),
         case(
@@ -318,7 +323,7 @@ fn cases() -> Vec<Case> {
             "/v1/usage",
             a,
             &format!(r#"{{"event_id":"{ev}","user_id":"victim","model":"nope","input_tokens":1,"output_tokens":1}}"#),
-            400,
+            404,
             "nope",
         ),
         case(
@@ -345,7 +350,7 @@ fn cases() -> Vec<Case> {
             "/v1/usage",
             a,
             &usage(r#""input_tokens":1,"output_tokens":1,"reservation_id":"rsv_garbage""#),
-            400,
+            404,
             "reservation_id",
         ),
         case(
@@ -384,7 +389,7 @@ fn cases() -> Vec<Case> {
             "/v1/users/victim",
             a,
             r#"{"tier":"platinum"}"#,
-            400,
+            404,
             "platinum",
         ),
         case("get unknown tier", M::GET, "/v1/tiers/platinum", a, "", 404, "platinum"),

@@ -171,6 +171,7 @@ pub struct UserResponse {
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
+        (status = 404, description = "No tier of that name (`unknown_tier`).", body = super::error::ErrorBody),
         (status = 413, response = PayloadTooLarge),
         (status = 503, response = Unavailable),
     ),
@@ -184,7 +185,7 @@ pub async fn put_user(
 ) -> Result<Json<UserResponse>, ApiError> {
     let key = EntityKey::user(&id).map_err(|e| ApiError::invalid("user id", e))?;
     if app.catalog.tier(&body.tier).is_none() {
-        return Err(ApiError::invalid("tier", format!("no tier named {:?}", body.tier)));
+        return Err(unknown_tier(&body.tier));
     }
     app.store.put_user(&id, &body.tier).await?;
     // A member follows the organisation's plan; their own tier applies

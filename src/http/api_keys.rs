@@ -150,7 +150,9 @@ pub async fn create(
     if let (Some(org), Some(user)) = (&org_id, &user_id)
         && !app.directory.is_member(user, org)
     {
-        return Err(ApiError::invalid("user_id", "is not a member of org_id"));
+        // As for a missing user: which users exist outside the
+        // organisation is not the caller's to learn.
+        return Err(ApiError::not_found("not_found", "user_id: no such member of org_id"));
     }
     if scopes.contains(Scope::Check) && user_id.is_none() {
         return Err(ApiError::invalid("user_id", "a `check` key acts as one user: name it"));

@@ -9,7 +9,7 @@ use super::views::{self, BudgetJson, LimitJson};
 use crate::identity::Principal;
 use crate::limits::calendar::now_ms;
 use crate::limits::entity::{Refusal, WindowName};
-use crate::limits::pricing::MAX_TOKENS;
+use crate::limits::pricing::{MAX_TOKENS, valid_model_name};
 use crate::money::Usd;
 use crate::service::check::{self, CheckPlan};
 use axum::extract::State;
@@ -175,6 +175,16 @@ pub async fn check(
             format!("must be between 1 and {MAX_REQUESTS}"),
         ));
     }
+    // A model is validated as in usage and prices, even where only a cost
+    // estimate (or none) makes it unused here.
+    if let Some(model) = req.model.as_deref()
+        && !valid_model_name(model)
+    {
+        return Err(ApiError::invalid(
+            "model",
+            "must be 1-128 characters of letters, digits and - _ . : / @",
+        ));
+    }
     let estimate = match &req.estimate {
         None => None,
         Some(e) => Some(estimate_cost(&app, req.model.as_deref(), e)?),
@@ -271,8 +281,10 @@ pub fn check_tokens(field: &str, n: u64) -> Result<(), ApiError> {
 }
 
 pub fn unknown_model(model: &str) -> ApiError {
+    // 404 like any missing resource: the price (`/v1/prices/{model}`)
+    // does not exist; the request itself is well formed.
     ApiError::new(
-        StatusCode::BAD_REQUEST,
+        StatusCode::NOT_FOUND,
         "unknown_model",
         format!("model {model:?} has no price; set one with PUT /v1/prices/{{model}} or send cost_usd"),
     )

@@ -71,7 +71,25 @@ where
 /// take the plain parser; only a failure is parsed again with path tracking
 /// to name the field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every body is a JSON object. serde would also read a struct from an
+    // array of its fields in order (`[null, null]`), which no client means.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "body: invalid type: a request body must be a JSON object",
+        ));
+    }
     if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
+    // JSON (and JSON Schema's `integer`) does not tell `3.0` from `3`;
+    // serde does. A body refused only for an integral float is read again
+    // with those numbers as integers.
+    if let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(bytes)
+        && integral_floats_to_integers(&mut json)
+        && let Ok(value) = serde_json::from_value(json)
+    {
         return Ok(value);
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -88,6 +106,42 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     de.end()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("body: {e}")))?;
     Ok(value)
+}
+
+/// Rewrites every float with no fractional part (`417.0`, `1e3`) that fits
+/// an `i64` or `u64` as that integer; true if it rewrote any.
+fn integral_floats_to_integers(json: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match json {
+        Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64() else { return false };
+            // Exactly representable integers only: both bounds are powers
+            // of two, so the casts below are exact.
+            let integer = if f.fract() != 0.0 {
+                None
+            } else if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                Some(serde_json::Number::from(f as u64))
+            } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                Some(serde_json::Number::from(f as i64))
+            } else {
+                None
+            };
+            match integer {
+                Some(i) => {
+                    *n = i;
+                    true
+                }
+                None => false,
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |any, v| integral_floats_to_integers(v) | any),
+        Value::Object(map) => map
+            .values_mut()
+            .fold(false, |any, v| integral_floats_to_integers(v) | any),
+        _ => false,
+    }
 }
 
 /// A query string.
@@ -170,5 +224,30 @@ impl FromRequestParts<Arc<AppState>> for OpsCaller {
                     "this route needs the admin token (or an admin API key or JWT) in `Authorization: Bearer <token>`, or the --ops-listen address",
                 )
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Body {
+        n: u32,
+        m: Option<i64>,
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        let body: Body = parse_json(br#"{"n": 417.0, "m": -2e0}"#).unwrap();
+        assert_eq!(body, Body { n: 417, m: Some(-2) });
+    }
+
+    #[test]
+    fn fractions_and_non_objects_are_refused() {
+        let fraction = parse_json::<Body>(br#"{"n": 417.5}"#).unwrap_err();
+        assert_eq!(fraction.status, StatusCode::BAD_REQUEST);
+        let array = parse_json::<Body>(br#"[1, null]"#).unwrap_err();
+        assert_eq!(array.status, StatusCode::BAD_REQUEST);
     }
 }

@@ -13,6 +13,7 @@ pub mod extract;
 pub mod invitations;
 pub mod key_list;
 pub mod openapi;
+mod openapi_rules;
 pub mod ops;
 pub mod org_members;
 pub mod orgs;

@@ -147,10 +147,18 @@ fn optional_bodies(document: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-/// The document as JSON bytes, rendered once.
+/// The document as served: JSON bytes, rendered once, with
+/// [`super::openapi_rules`] applied.
 pub fn document_json() -> &'static [u8] {
     static JSON: OnceLock<Vec<u8>> = OnceLock::new();
-    JSON.get_or_init(|| serde_json::to_vec(document()).unwrap_or_default())
+    JSON.get_or_init(|| {
+        // The rules add JSON Schema keywords utoipa's types do not model
+        // (`not`, `if`/`then`, `dependentRequired`), so they apply to the
+        // JSON, not to [`document`].
+        let mut json = serde_json::to_value(document()).unwrap_or_default();
+        super::openapi_rules::apply(&mut json);
+        serde_json::to_vec(&json).unwrap_or_default()
+    })
 }
 
 /// This document
@@ -192,7 +200,9 @@ impl PartialSchema for Usd {
             .description(Some(
                 "A non-negative USD amount as a decimal string (never a JSON number), at most 1000000000.",
             ))
-            .pattern(Some(r"^[0-9]+(\.[0-9]+)?$"))
+            // At most 1000000000 (money::MAX_USD), and at most 28
+            // significant digits (what `rust_decimal` holds exactly).
+            .pattern(Some(r"^0*([0-9]{1,9}(\.[0-9]{1,19})?|1000000000(\.0{1,19})?)$"))
             .examples([json!("0.0123")])
             .into()
     }

@@ -162,10 +162,11 @@ pub async fn create(
     let owner: String = match (&caller, body.owner_user_id) {
         (Principal::Guest(_), _) => return Err(refused(Denied::Unauthenticated)),
         (Principal::Admin, Some(owner)) => owner,
+        // Not a malformed body (a user may leave the owner out): the admin
+        // has no user of its own to own the organisation.
         (Principal::Admin, None) => {
-            return Err(ApiError::invalid(
-                "owner_user_id",
-                "an admin must name the organisation's owner",
+            return Err(ApiError::forbidden(
+                "an admin has no user to own the organisation: name owner_user_id",
             ));
         }
         (Principal::User { user_id }, None) => user_id.to_string(),
@@ -304,9 +305,10 @@ pub async fn update(
     if let Some(tier) = &body.subscription_tier
         && app.catalog.tier(tier).is_none()
     {
-        return Err(ApiError::invalid(
-            "subscription_tier",
-            format!("no tier named {tier:?}"),
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_tier",
+            format!("subscription_tier: no tier named {tier:?}"),
         ));
     }
     let update = OrgUpdate {

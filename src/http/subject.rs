@@ -105,8 +105,9 @@ pub fn resolve(
         (None, None) => Named::Nothing,
     };
     if named == Named::Nothing && caller.service_reach().is_some() && caller.own_user().is_none() {
-        return Err(ApiError::invalid(
-            "user_id",
+        // Not a malformed request (a user credential leaves the subject
+        // out): a service credential has no subject of its own.
+        return Err(ApiError::forbidden(
             "a service credential must name the subject: user_id or guest",
         ));
     }

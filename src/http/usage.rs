@@ -129,12 +129,18 @@ pub async fn record(
     let reservation = match req.reservation_id.as_deref() {
         None => None,
         Some(text) => {
-            let id = ReservationId::parse(text)
-                .ok_or_else(|| ApiError::invalid("reservation_id", "is not a reservation id Tollgate issued"))?;
+            // Answered as `DELETE /v1/reservations/{id}` answers them: a
+            // reservation that is not this subject's does not exist for it.
+            let id = ReservationId::parse(text).ok_or_else(|| {
+                ApiError::not_found(
+                    "reservation_not_found",
+                    "reservation_id: is not a reservation id Tollgate issued",
+                )
+            })?;
             if id.entities != subject.entities {
-                return Err(ApiError::invalid(
-                    "reservation_id",
-                    "was issued for a different subject than this usage names",
+                return Err(ApiError::not_found(
+                    "reservation_not_found",
+                    "reservation_id: was issued for a different subject than this usage names",
                 ));
             }
             Some(id)

@@ -271,11 +271,17 @@ async fn the_document_is_openapi_3_1_and_well_formed() {
     for name in ["Usd", "SignedUsd"] {
         assert_eq!(schemas[name]["type"], "string", "{name}");
         let pattern = schemas[name]["pattern"].as_str().expect("pattern");
-        assert!(
-            pattern.contains("[0-9]+") && pattern.contains(r"\."),
-            "{name}: {pattern}"
-        );
+        let re = regex::Regex::new(pattern).expect("pattern compiles");
+        for ok in ["0", "0.0123", "12", "1000000000"] {
+            assert!(re.is_match(ok), "{name}: {pattern} refuses {ok}");
+        }
+        for bad in ["", "1e3", "1.2.3", "0x10", " 1", "1."] {
+            assert!(!re.is_match(bad), "{name}: {pattern} takes {bad}");
+        }
     }
+    // A client may send at most 1000000000 (money::MAX_USD).
+    let usd = regex::Regex::new(schemas["Usd"]["pattern"].as_str().expect("pattern")).expect("compiles");
+    assert!(!usd.is_match("1000000000.5") && !usd.is_match("1000000001"));
     walk(&doc, "", &mut |at, v| {
         let Some(props) = v.get("properties").and_then(Value::as_object) else {
             return;
