@@ -11,7 +11,11 @@
 //!
 //! `cargo bench --bench alert_latency` (release), or quicker to build,
 //! `cargo bench --bench alert_latency --profile dev` (slower code, so an
-//! upper bound).
+//! upper bound). With `TOLLGATE_BENCH_BINARY=target/release/tollgate` the
+//! node is that binary in its own process instead (the driver and the
+//! receiver stay in this one), and the channel is created through
+//! `POST /v1/alert-channels`: a release node without building the bench in
+//! release.
 
 #[path = "../tests/receivers/mod.rs"]
 mod receivers;
@@ -47,34 +51,51 @@ async fn run() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = std::env::var("TOLLGATE_BENCH_DATABASE_URL")
         .unwrap_or_else(|_| format!("sqlite://{}", dir.path().join("alerts.db").display()));
-    let mut config = ServeConfig::for_database(&url);
-    config.admin_token = Some(ADMIN.into());
-    config.alerts.alerts_allow_private = true;
-    let node = Node::start(&config).await.expect("node starts");
-    let store = node.state().store.clone();
     let receiver = Receiver::start(vec![]).await;
-    store
-        .create_channel(&NewChannel {
-            id: format!("ach_bench_{}", uuid::Uuid::new_v4().simple()),
-            kind: ChannelKind::Webhook,
-            target: receiver.url("/alerts"),
-            org_id: None,
-            secret: Some(signature::new_secret()),
-            created_by: None,
-        })
-        .await
-        .expect("channel");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(node.serve(listener, async {
-        let _ = stopped.await;
-    }));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(IN_FLIGHT)
         .timeout(Duration::from_secs(60))
         .build()
         .expect("client");
+    let (base, node) = match std::env::var("TOLLGATE_BENCH_BINARY") {
+        Ok(binary) => {
+            let (base, child) = spawn_node(&binary, &url, &client).await;
+            let r = client
+                .post(format!("{base}/v1/alert-channels"))
+                .bearer_auth(ADMIN)
+                .json(&json!({"kind": "webhook", "target": receiver.url("/alerts")}))
+                .send()
+                .await
+                .expect("channel");
+            assert_eq!(r.status(), 201, "channel created");
+            (base, Running::Process(child))
+        }
+        Err(_) => {
+            let mut config = ServeConfig::for_database(&url);
+            config.admin_token = Some(ADMIN.into());
+            config.alerts.alerts_allow_private = true;
+            let node = Node::start(&config).await.expect("node starts");
+            node.state()
+                .store
+                .create_channel(&NewChannel {
+                    id: format!("ach_bench_{}", uuid::Uuid::new_v4().simple()),
+                    kind: ChannelKind::Webhook,
+                    target: receiver.url("/alerts"),
+                    org_id: None,
+                    secret: Some(signature::new_secret()),
+                    created_by: None,
+                })
+                .await
+                .expect("channel");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let base = format!("http://{}", listener.local_addr().expect("addr"));
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let serving = tokio::spawn(node.serve(listener, async {
+                let _ = stopped.await;
+            }));
+            (base, Running::InProcess(stop, serving))
+        }
+    };
 
     // Each user gets a $1 budget; then each spends $0.60 (crossing 50 %).
     let run_id = uuid::Uuid::new_v4().simple().to_string();
@@ -175,8 +196,50 @@ async fn run() {
     let p50_ok = pct(0.50) < Duration::from_millis(500);
     let p99_ok = pct(0.99) < Duration::from_secs(5);
     println!("  target p50 < 500 ms: {}; p99 < 5 s: {}", ok(p50_ok), ok(p99_ok));
-    let _ = stop.send(());
-    let _ = serving.await;
+    match node {
+        Running::InProcess(stop, serving) => {
+            let _ = stop.send(());
+            let _ = serving.await;
+        }
+        Running::Process(mut child) => {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The node under test.
+enum Running {
+    InProcess(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<(), tollgate::node::NodeError>>,
+    ),
+    Process(std::process::Child),
+}
+
+/// Starts `binary serve` on a free loopback port and waits until it is ready.
+async fn spawn_node(binary: &str, url: &str, client: &reqwest::Client) -> (String, std::process::Child) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let child = std::process::Command::new(binary)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", url])
+        .args(["--admin-token", ADMIN, "--alerts-allow-private"])
+        .env("TOLLGATE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the node binary");
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..400 {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status() == 200
+        {
+            return (base, child);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{binary} did not become ready");
 }
 
 fn ok(b: bool) -> &'static str {

@@ -13,11 +13,13 @@ use super::delivery::Attempt;
 use super::outbox::{DeliveryJob, Outbox};
 use super::{AlertConfig, Senders};
 use crate::limits::calendar::now_ms;
+use crate::store::MAX_DELIVERED_BATCH;
 use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
+use uuid::Uuid;
 
 /// How long a stopping dispatcher waits for the sends in flight: a
 /// receiver that hangs must not hold up a node's shutdown for the whole
@@ -53,6 +55,9 @@ pub struct Dispatcher {
     owner: String,
     settings: DispatchSettings,
     wake: Arc<Notify>,
+    /// Delivered ids on their way to [`record_delivered`]: set when the
+    /// loop starts, taken when it ends (which ends the recorder).
+    delivered: parking_lot::Mutex<Option<mpsc::UnboundedSender<Uuid>>>,
 }
 
 /// A running dispatcher.
@@ -93,6 +98,7 @@ impl Dispatcher {
             owner: node_id.to_string(),
             settings,
             wake,
+            delivered: parking_lot::Mutex::new(None),
         }
     }
 
@@ -103,6 +109,9 @@ impl Dispatcher {
     }
 
     async fn run(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
+        let (delivered, to_record) = mpsc::unbounded_channel();
+        *self.delivered.lock() = Some(delivered);
+        let recorder = tokio::spawn(record_delivered(self.outbox.clone(), self.owner.clone(), to_record));
         let slots = Arc::new(Semaphore::new(self.settings.concurrency));
         let mut in_flight = JoinSet::new();
         let mut depth_due = tokio::time::Instant::now();
@@ -129,11 +138,17 @@ impl Dispatcher {
                                 break;
                             };
                             let this = self.clone();
+                            let slots = slots.clone();
                             in_flight.spawn(async move {
                                 this.attempt(job).await;
                                 drop(slot);
-                                // A slot is free: claim more if any are due.
-                                this.wake.notify_one();
+                                // Claim more once half the slots are free
+                                // (or all, with one slot): a claim is a
+                                // write, and one per finished send would
+                                // double the outbox's writes in a burst.
+                                if slots.available_permits() >= this.settings.concurrency.div_ceil(2) {
+                                    this.wake.notify_one();
+                                }
                             });
                         }
                     }
@@ -161,6 +176,10 @@ impl Dispatcher {
             }
         }
         while in_flight.join_next().await.is_some() {}
+        // Every send is done: the recorder writes what is left and ends
+        // once its sender is gone.
+        self.delivered.lock().take();
+        let _ = recorder.await;
     }
 
     /// One attempt of one delivery, and its outcome recorded.
@@ -188,7 +207,12 @@ impl Dispatcher {
             Attempt::Delivered => {
                 let latency_ms = (now - job.alert.created_at_ms).max(0);
                 metrics::histogram!("tollgate_alert_delivery_latency_seconds").record(latency_ms as f64 / 1000.0);
-                self.record(&job, self.outbox.mark_delivered(job.id, &self.owner).await);
+                // Written in batches by the recorder; if that were lost,
+                // the lease runs out and the alert is sent again.
+                let queued = self.delivered.lock().as_ref().is_some_and(|tx| tx.send(job.id).is_ok());
+                if !queued {
+                    self.record(&job, self.outbox.mark_delivered(job.id, &self.owner).await);
+                }
             }
             Attempt::Dead(error) => {
                 metrics::counter!("tollgate_alert_deliveries_dead_total").increment(1);
@@ -225,5 +249,27 @@ impl Dispatcher {
             tokio::time::sleep(delay).await;
             wake.notify_one();
         });
+    }
+}
+
+/// Writes delivered outcomes in batches: while one write is in flight the
+/// next batch gathers (the ledger's group commit, for outcomes), so a
+/// burst of a thousand deliveries costs a handful of transactions, not a
+/// thousand. Ends when every sender is dropped and the queue is empty.
+async fn record_delivered(outbox: Arc<dyn Outbox>, owner: String, mut ids: mpsc::UnboundedReceiver<Uuid>) {
+    let mut batch = Vec::new();
+    while ids.recv_many(&mut batch, MAX_DELIVERED_BATCH).await > 0 {
+        match outbox.mark_delivered_many(&batch, &owner).await {
+            Ok(marked) if marked as usize == batch.len() => {}
+            Ok(marked) => tracing::info!(
+                delivered = batch.len(),
+                recorded = marked,
+                "some alert delivery leases were lost before their outcome was recorded"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, deliveries = batch.len(), "could not record delivered alerts; they will be sent again")
+            }
+        }
+        batch.clear();
     }
 }

@@ -22,6 +22,9 @@ pub trait Outbox: Send + Sync + 'static {
     /// attempt on each.
     async fn claim(&self, owner: &str, lease: Duration, limit: usize) -> StoreResult<Vec<DeliveryJob>>;
     async fn mark_delivered(&self, id: Uuid, owner: &str) -> StoreResult<bool>;
+    /// [`Outbox::mark_delivered`] for many at once (one write); returns how
+    /// many were still leased to `owner`.
+    async fn mark_delivered_many(&self, ids: &[Uuid], owner: &str) -> StoreResult<u64>;
     async fn mark_retry(&self, id: Uuid, owner: &str, next_attempt_at_ms: i64, error: &str) -> StoreResult<bool>;
     async fn mark_dead(&self, id: Uuid, owner: &str, error: &str) -> StoreResult<bool>;
     /// Deliveries still pending (the outbox depth gauge).
@@ -42,6 +45,10 @@ impl Outbox for Store {
 
     async fn mark_delivered(&self, id: Uuid, owner: &str) -> StoreResult<bool> {
         Store::mark_delivered(self, id, owner).await
+    }
+
+    async fn mark_delivered_many(&self, ids: &[Uuid], owner: &str) -> StoreResult<u64> {
+        Store::mark_delivered_many(self, ids, owner).await
     }
 
     async fn mark_retry(&self, id: Uuid, owner: &str, next_attempt_at_ms: i64, error: &str) -> StoreResult<bool> {

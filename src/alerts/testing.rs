@@ -82,6 +82,14 @@ impl Outbox for MemoryOutbox {
         Ok(self.with_leased(id, owner, |r| r.status = "delivered").is_some())
     }
 
+    async fn mark_delivered_many(&self, ids: &[Uuid], owner: &str) -> StoreResult<u64> {
+        let mut marked = 0;
+        for id in ids {
+            marked += u64::from(self.with_leased(*id, owner, |r| r.status = "delivered").is_some());
+        }
+        Ok(marked)
+    }
+
     async fn mark_retry(&self, id: Uuid, owner: &str, next_attempt_at_ms: i64, error: &str) -> StoreResult<bool> {
         Ok(self
             .with_leased(id, owner, |r| {

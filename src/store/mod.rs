@@ -191,6 +191,8 @@ macro_rules! dispatch {
 
 // Declared after `dispatch!`, which their `impl Store` blocks use.
 mod alerts;
+mod delivered;
+pub use delivered::MAX_DELIVERED_BATCH;
 mod identity;
 
 impl Store {

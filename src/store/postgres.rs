@@ -46,6 +46,7 @@ macro_rules! at_ms {
 
 // Declared after `ms_of!` and `at_ms!`, which they use.
 mod alerts;
+mod delivered;
 mod invitations;
 mod keys;
 mod orgs;

@@ -51,6 +51,7 @@ macro_rules! now_ms_sql {
 
 // Declared after `now_ms_sql!`, which they use.
 mod alerts;
+mod delivered;
 mod invitations;
 mod keys;
 mod orgs;
