@@ -223,7 +223,7 @@ async fn spawn_node(binary: &str, url: &str, client: &reqwest::Client) -> (Strin
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let child = std::process::Command::new(binary)
+    let mut child = std::process::Command::new(binary)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", url])
         .args(["--admin-token", ADMIN, "--alerts-allow-private"])
         .env("TOLLGATE_LOG", "warn")
@@ -239,6 +239,8 @@ async fn spawn_node(binary: &str, url: &str, client: &reqwest::Client) -> (Strin
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("{binary} did not become ready");
 }
 
