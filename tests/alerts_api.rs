@@ -15,6 +15,7 @@ use tollgate::alerts::signature;
 on_both_backends!(channels_are_managed_per_tenant_and_targets_checked);
 on_both_backends!(alerts_reach_every_channel_once_per_threshold);
 on_both_backends!(org_channels_hear_only_their_own_org);
+on_both_backends!(bad_alert_input_gets_a_named_4xx_and_changes_nothing);
 
 async fn create_org(n: &TestNode, owner: &str) -> String {
     let r = n
@@ -475,5 +476,78 @@ async fn org_channels_hear_only_their_own_org(backend: Backend) {
         .delete(&format!("/v1/alert-channels/{}", channel_of[&org_b]), Some(&alice))
         .await;
     assert_eq!(r.status, 404, "{}", r.json);
+    n.stop().await;
+}
+
+async fn bad_alert_input_gets_a_named_4xx_and_changes_nothing(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let n = TestNode::start(&db).await;
+    let long = format!("https://93.184.215.14/{}", "a".repeat(3000));
+    for (body, field) in [
+        (
+            json!({"kind": "webhook", "target": "https://93.184.215.14/", "extra": 1}),
+            "extra",
+        ),
+        (json!({"kind": 7, "target": "https://93.184.215.14/"}), "kind"),
+        (json!({"kind": "webhook"}), "target"),
+        (json!({"kind": "webhook", "target": long}), "target"),
+        (
+            json!({"kind": "webhook", "target": "https://93.184.215.14/", "org_id": 5}),
+            "org_id",
+        ),
+    ] {
+        let r = n.post("/v1/alert-channels", Some(ADMIN), body.clone()).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.json);
+        assert!(
+            r.json["message"].as_str().unwrap().contains(field),
+            "{body}: {}",
+            r.json
+        );
+    }
+    let huge = json!({"kind": "webhook", "target": "x".repeat(70_000)});
+    assert_eq!(n.post("/v1/alert-channels", Some(ADMIN), huge).await.status, 413);
+    let r = n.get("/v1/alert-channels", Some(ADMIN)).await;
+    assert_eq!(r.json["items"], json!([]), "nothing was created");
+
+    for (body, field) in [
+        (
+            json!({"monthly_budget_usd": "10", "alert_thresholds": []}),
+            "alert_thresholds",
+        ),
+        (
+            json!({"monthly_budget_usd": "10", "alert_thresholds": [101]}),
+            "alert_thresholds",
+        ),
+        (
+            json!({"monthly_budget_usd": "10", "alert_thresholds": (1..=11).collect::<Vec<i32>>()}),
+            "alert_thresholds",
+        ),
+        (
+            json!({"monthly_budget_usd": "10", "alert_thresholds": ["50"]}),
+            "alert_thresholds",
+        ),
+    ] {
+        let r = n.put("/v1/users/u1/budget", body.clone()).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.json);
+        assert!(
+            r.json["message"].as_str().unwrap().contains(field),
+            "{body}: {}",
+            r.json
+        );
+    }
+    let r = n
+        .put(
+            "/v1/users/u1/budget",
+            json!({"monthly_budget_usd": "10", "alert_thresholds": [90, 10, 90]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["alert_thresholds"], json!([10, 90]), "sorted, duplicates folded");
+
+    for query in ["?limit=0", "?limit=1001", "?since=soon", "?entity=", "?bogus=1"] {
+        let r = n.get(&format!("/v1/alerts{query}"), Some(ADMIN)).await;
+        assert_eq!(r.status, 400, "{query}: {}", r.json);
+    }
+    assert_eq!(n.get("/v1/alert-channels?cursor=key_1", Some(ADMIN)).await.status, 400);
     n.stop().await;
 }

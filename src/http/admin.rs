@@ -238,7 +238,8 @@ pub struct BudgetResponse {
     #[schema(required = true)]
     pub monthly_budget_usd: Option<Usd>,
     /// The alert thresholds in effect (percent); null when removed, and
-    /// for an organisation's cap on a member (alerts follow budgets).
+    /// for an organisation's cap on a member (which alerts at the user's own
+    /// budget's thresholds, or the defaults).
     #[schema(required = true, value_type = Option<Vec<u8>>, example = json!([50, 75, 90, 100]))]
     pub alert_thresholds: Option<Vec<u8>>,
 }

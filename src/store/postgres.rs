@@ -54,7 +54,7 @@ mod ownership;
 mod summary;
 
 /// A spend row after the ledger's upsert: entity, period, spent, and the
-/// entity's budget and alert thresholds (if it has a budget).
+/// entity's effective budget and alert thresholds (if it has a budget).
 type SpendRow = (String, String, Decimal, Option<Decimal>, Option<String>);
 
 /// A `subscription_tiers` row: name, daily, monthly, rpm, price.
@@ -441,7 +441,9 @@ impl PgStore {
         }
 
         // Spend: one upsert for every (entity, period) touched, returning the
-        // new totals and the entities' budgets.
+        // new totals and the budgets the entities run with (a member's: the
+        // lower of their own and their organisation's cap on them; LEAST
+        // ignores NULLs), against which alerts fire.
         let increments = spend_increments(rows, &inserted)?;
         let mut totals = HashMap::with_capacity(increments.len());
         let mut fired = AlertsFired::default();
@@ -464,8 +466,11 @@ impl PgStore {
                      ON CONFLICT (entity, period) \
                      DO UPDATE SET spent_usd = entity_spend.spent_usd + excluded.spent_usd, updated_at = now() \
                      RETURNING entity, period, spent_usd) \
-                 SELECT up.entity, up.period, up.spent_usd, b.monthly_budget_usd, b.alert_thresholds \
-                 FROM up LEFT JOIN budget_limits b ON b.entity = up.entity",
+                 SELECT up.entity, up.period, up.spent_usd, \
+                        LEAST(b.monthly_budget_usd, c.monthly_budget_usd), b.alert_thresholds \
+                 FROM up LEFT JOIN budget_limits b ON b.entity = up.entity \
+                 LEFT JOIN member_budget_caps c \
+                     ON up.entity LIKE 'user:%' AND c.user_id = substr(up.entity, 6)",
             )
             .bind(entities)
             .bind(periods)

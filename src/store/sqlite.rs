@@ -470,15 +470,21 @@ async fn add_spend(
     raised: &mut RaisedAlerts,
 ) -> StoreResult<Decimal> {
     let period_text = period.to_string();
-    let (spent, budget, thresholds): (Option<String>, Option<String>, Option<String>) = sqlx::query_as(
-        "SELECT (SELECT spent_usd FROM entity_spend WHERE entity = $1 AND period = $2), \
-                (SELECT monthly_budget_usd FROM budget_limits WHERE entity = $1), \
-                (SELECT alert_thresholds FROM budget_limits WHERE entity = $1)",
-    )
-    .bind(key.as_str())
-    .bind(&period_text)
-    .fetch_one(&mut *conn)
-    .await?;
+    // A member runs with the lower of their own budget and their
+    // organisation's cap on them; alerts fire against that.
+    let user_id = (key.kind() == EntityKind::User).then(|| key.id());
+    let (spent, budget, cap, thresholds): (Option<String>, Option<String>, Option<String>, Option<String>) =
+        sqlx::query_as(
+            "SELECT (SELECT spent_usd FROM entity_spend WHERE entity = $1 AND period = $2), \
+                    (SELECT monthly_budget_usd FROM budget_limits WHERE entity = $1), \
+                    (SELECT monthly_budget_usd FROM member_budget_caps WHERE user_id = $3), \
+                    (SELECT alert_thresholds FROM budget_limits WHERE entity = $1)",
+        )
+        .bind(key.as_str())
+        .bind(&period_text)
+        .bind(user_id)
+        .fetch_one(&mut *conn)
+        .await?;
     let before = spent
         .map(|s| decimal(&s, "entity_spend.spent_usd"))
         .transpose()?
@@ -495,9 +501,15 @@ async fn add_spend(
     .execute(&mut *conn)
     .await?;
 
-    if let Some(budget) = budget {
-        let limit = decimal(&budget, "budget_limits.monthly_budget_usd")?;
-        raised.add(key, &period_text, thresholds.as_deref(), before, after, limit);
+    let budget = effective_budget(
+        budget
+            .map(|b| usd(&b, "budget_limits.monthly_budget_usd"))
+            .transpose()?,
+        cap.map(|c| usd(&c, "member_budget_caps.monthly_budget_usd"))
+            .transpose()?,
+    );
+    if let Some(limit) = budget {
+        raised.add(key, &period_text, thresholds.as_deref(), before, after, limit.value());
     }
     Ok(after.normalize())
 }

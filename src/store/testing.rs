@@ -39,8 +39,8 @@ pub async fn fresh_sqlite_at(version: i64) -> (Store, tempfile::TempDir) {
 /// A migrated Postgres store on a brand-new database named
 /// `tollgate_t_<uuid>`, created on the server named by
 /// `TOLLGATE_TEST_DATABASE_URL`. None (with a note on stderr) when the
-/// variable is unset; panics if it is set but the server cannot be used,
-/// so CI, which always sets it, fails loudly. Drop the database at the end
+/// variable is unset outside CI; panics if it is unset under `CI`, or set
+/// but the server cannot be used, so CI fails loudly. Drop the database at the end
 /// of the test with [`drop_postgres`].
 pub async fn fresh_postgres() -> Option<Store> {
     let store = new_postgres_database().await?;
@@ -62,6 +62,11 @@ pub async fn fresh_postgres_at(version: i64) -> Option<Store> {
 /// A store on a new, empty test database (see [`fresh_postgres`]).
 async fn new_postgres_database() -> Option<Store> {
     let Ok(url) = std::env::var(TEST_DATABASE_URL_VAR) else {
+        // Under CI a missing database is a failure, never a silent skip.
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI is set but {TEST_DATABASE_URL_VAR} is not: the Postgres tests cannot run"
+        );
         eprintln!("{TEST_DATABASE_URL_VAR} unset: skipping Postgres");
         return None;
     };

@@ -16,6 +16,7 @@ both!(
     check_outbox_claim_lease_and_outcomes,
     check_alert_reads_by_scope,
     check_three_claimers_never_share_a_delivery,
+    check_member_caps_raise_alerts,
 );
 
 fn channel(id: &str, kind: ChannelKind, org_id: Option<&str>) -> NewChannel {
@@ -446,4 +447,28 @@ async fn check_three_claimers_never_share_a_delivery(store: Store) {
     assert_eq!(all.len(), 1000, "every delivery sent once");
     assert_eq!(distinct.len(), 1000, "no delivery claimed twice");
     assert_eq!(store.outbox_depth().await.unwrap(), 0);
+}
+
+/// An organisation's cap on a member is the budget the member runs with
+/// when it is lower than their own (or they have none): alerts follow it.
+async fn check_member_caps_raise_alerts(store: Store) {
+    let period = Period::containing(NOW);
+    org_with_member(&store, "org-c", "capped").await;
+    store.put_member("org-c", "both", OrgRole::Member).await.unwrap();
+    assert!(store.put_member_cap("org-c", "capped", Some(usd("2"))).await.unwrap());
+    store
+        .record_usage(&[row(Uuid::new_v4(), user_subject("capped"), "1.5", NOW)])
+        .await
+        .unwrap();
+    assert_eq!(store.alerts_fired(&user("capped"), period).await.unwrap(), vec![50, 75]);
+    // Own budget $10, cap $4: alerts at 50 % of $4.
+    store.put_budget(&user("both"), Some(usd("10"))).await.unwrap();
+    assert!(store.put_member_cap("org-c", "both", Some(usd("4"))).await.unwrap());
+    let batch = store
+        .record_usage_batch(&[row(Uuid::new_v4(), user_subject("both"), "2", NOW)])
+        .await
+        .unwrap();
+    assert_eq!(batch.alerts.threshold, 1);
+    let read = store.alerts(&AlertScope::Entity(user("both")), 0, 10).await.unwrap();
+    assert_eq!(read[0].alert.limit_usd, d("4"));
 }
