@@ -94,7 +94,9 @@ pub struct CreateChannelBody {
     pub org_id: Option<String>,
 }
 
-/// A channel (never its secret, except once in `secret`).
+/// A channel (never its secret, except once in `secret`; after creation a
+/// URL target shows only its scheme and host, since the URL may itself be
+/// the credential).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ChannelResponse {
     /// `ach_…`.
@@ -117,7 +119,9 @@ pub struct ChannelResponse {
 }
 
 impl ChannelResponse {
-    fn new(record: ChannelRecord, secret: Option<String>) -> Self {
+    /// The answer that created the channel: the target as given, and the
+    /// webhook's secret once.
+    fn created(record: ChannelRecord, secret: Option<String>) -> Self {
         ChannelResponse {
             id: record.id,
             kind: record.kind.into(),
@@ -125,6 +129,39 @@ impl ChannelResponse {
             org_id: record.org_id,
             created_at: rfc3339(record.created_at_ms),
             secret,
+        }
+    }
+
+    /// Every later answer: a URL's path and query are hidden, because for a
+    /// Slack incoming webhook (and many webhook receivers) the URL itself is
+    /// the credential.
+    fn listed(record: ChannelRecord) -> Self {
+        let target = redacted_target(record.kind, &record.target);
+        ChannelResponse {
+            id: record.id,
+            kind: record.kind.into(),
+            target,
+            org_id: record.org_id,
+            created_at: rfc3339(record.created_at_ms),
+            secret: None,
+        }
+    }
+}
+
+/// `https://hooks.slack.com/services/T0/B0/xyz` → `https://hooks.slack.com/…`;
+/// email addresses are shown whole (they are where the alert goes, not a
+/// credential).
+fn redacted_target(kind: ChannelKind, target: &str) -> String {
+    match kind {
+        ChannelKind::Email => target.to_string(),
+        ChannelKind::Webhook | ChannelKind::Slack => {
+            let Some((scheme, rest)) = target.split_once("://") else {
+                return "…".to_string();
+            };
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            // Credentials in the authority (`user:pass@host`) are hidden too.
+            let host = authority.rsplit('@').next().unwrap_or_default();
+            format!("{scheme}://{host}/…")
         }
     }
 }
@@ -208,7 +245,7 @@ pub async fn create(
         .channel(&channel.id)
         .await?
         .ok_or_else(|| ApiError::not_found("not_found", NO_SUCH_CHANNEL))?;
-    Ok((StatusCode::CREATED, Json(ChannelResponse::new(record, secret))))
+    Ok((StatusCode::CREATED, Json(ChannelResponse::created(record, secret))))
 }
 
 /// Who created a channel, for the record (never a secret).
@@ -296,7 +333,7 @@ pub async fn list(
     let more = records.len() > limit as usize;
     records.truncate(limit as usize);
     let next_cursor = more.then(|| records.last().map(|r| r.id.clone())).flatten();
-    let items = records.into_iter().map(|r| ChannelResponse::new(r, None)).collect();
+    let items = records.into_iter().map(ChannelResponse::listed).collect();
     Ok(Json(ChannelList { items, next_cursor }))
 }
 
@@ -342,5 +379,26 @@ pub async fn delete(
     if !app.store.delete_channel(&id).await? {
         return Err(refused(Denied::Hidden));
     }
-    Ok(Json(ChannelResponse::new(channel, None)))
+    Ok(Json(ChannelResponse::listed(channel)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listed_urls_hide_everything_after_the_host() {
+        let slack = "https://hooks.slack.com/services/T000/B000/XXXXXXXX";
+        assert_eq!(redacted_target(ChannelKind::Slack, slack), "https://hooks.slack.com/…");
+        let hook = "https://user:pw@hooks.example.com:8443/x?token=abc";
+        assert_eq!(
+            redacted_target(ChannelKind::Webhook, hook),
+            "https://hooks.example.com:8443/…"
+        );
+        assert_eq!(redacted_target(ChannelKind::Webhook, "not a url"), "…");
+        assert_eq!(
+            redacted_target(ChannelKind::Email, "ops@example.com"),
+            "ops@example.com"
+        );
+    }
 }
