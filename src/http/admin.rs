@@ -203,7 +203,7 @@ pub struct BudgetBody {
     /// USD per calendar month (UTC).
     pub monthly_budget_usd: Usd,
     /// Percentages of the budget that raise an alert, each once a month:
-    /// 1-100, at most 10 distinct (stored sorted). Omitted: 50, 75, 90,
+    /// 1-100, at most 10 values (duplicates folded, stored sorted). Omitted: 50, 75, 90,
     /// 100. Spend past the budget also raises one `overage` alert.
     #[serde(default)]
     #[schema(value_type = Option<Vec<u8>>, min_items = 1, max_items = 10, example = json!([50, 80, 100]))]

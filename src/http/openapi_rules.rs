@@ -132,6 +132,21 @@ pub fn apply(doc: &mut Value) {
     ] {
         property(&mut schemas[schema], field, rule);
     }
+    // Alert thresholds are percentages of the budget (`limits::alerts::Thresholds`).
+    if let Some(items) = schemas.pointer_mut("/BudgetBody/properties/alert_thresholds/items") {
+        merge(items, json!({"type": "integer", "minimum": 1, "maximum": 100}));
+    }
+    // A channel's target follows its kind: an e-mail address, or an
+    // `https` URL (whose host must also resolve to public addresses, which
+    // no schema can say; see .ci/schemathesis.toml).
+    merge(
+        &mut schemas["CreateChannelBody"],
+        json!({
+            "if": {"properties": {"kind": {"const": "email"}}},
+            "then": {"properties": {"target": {"pattern": "^[^@\\s]+@[^@\\s]+$"}}},
+            "else": {"properties": {"target": {"pattern": "^https://"}}}
+        }),
+    );
     // Sums (spent, held, totals, computed costs) can pass the most a client
     // may send: an answer's amounts are unbounded.
     for (schema, field) in [
