@@ -51,8 +51,9 @@ pub struct AppState {
     pub directory: Arc<Directory>,
     /// API key management (the authenticator reads the same ring).
     pub keys: ApiKeys,
-    /// Which alert destinations are allowed (`--alerts-allow-private`).
-    pub alert_policy: crate::alerts::AddressPolicy,
+    /// Which alert destinations are allowed and how their names resolve
+    /// (`--alerts-allow-private`, `--alerts-resolve`).
+    pub alert_resolver: crate::alerts::AlertResolver,
     /// How long an unsettled reservation holds its estimate.
     pub hold_ttl_ms: i64,
     /// How many new entities each guest client may bring into memory.

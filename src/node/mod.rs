@@ -187,7 +187,7 @@ impl Node {
             },
             directory,
             keys,
-            alert_policy: config.alerts.policy(),
+            alert_resolver: config.alerts.resolver(),
             hold_ttl_ms: i64::try_from(config.hold_ttl_s * 1000).unwrap_or(i64::MAX),
             new_entities: NewEntityGate::new(config.max_new_entities_per_ip),
             metrics: Some(metrics_handle().clone()),
