@@ -126,8 +126,11 @@ impl Flusher {
             return Ok(0);
         }
         let n = batch.len();
+        let started = std::time::Instant::now();
         self.write(batch).await?;
-        metrics::counter!("tollgate_counter_deltas_flushed_total").increment(n as u64);
+        metrics::histogram!("tollgate_window_flush_duration_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("tollgate_window_flush_rows").record(n as f64);
+        metrics::counter!("tollgate_window_deltas_flushed_total").increment(n as u64);
         Ok(n)
     }
 
@@ -144,7 +147,7 @@ impl Flusher {
             loop {
                 ticker.tick().await;
                 if let Err(err) = self.flush().await {
-                    metrics::counter!("tollgate_counter_flush_errors_total").increment(1);
+                    metrics::counter!("tollgate_window_flush_errors_total").increment(1);
                     tracing::warn!(error = %err, "counter flush failed; will retry");
                 }
             }
