@@ -149,7 +149,8 @@ impl ClusterRouting {
                         op: op.clone(),
                         hops: 0,
                     };
-                    match self.call(rpc, &req).await {
+                    let span = tracing::debug_span!("forward", %node, op = op.name());
+                    match tracing::Instrument::instrument(self.call(rpc, &req), span).await {
                         Ok(PeerResponse::Op(reply)) => {
                             metrics::counter!("tollgate_forwarded_ops_total", "op" => op.name()).increment(1);
                             metrics::histogram!("tollgate_forward_duration_seconds")
