@@ -211,6 +211,7 @@ pub fn run(settings: &Settings) -> Result<()> {
                 bodies,
                 connections: total / n + u32::from((i as u32) < total % n),
                 secs,
+                requests: None,
                 rate: rate.map(|r| (r, correction)),
                 out: dir.path().join(format!("oha-{tag}-{i}.json")),
             })

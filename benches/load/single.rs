@@ -87,6 +87,7 @@ pub fn run(settings: &Settings) -> Result<()> {
             connections: CONNECTIONS,
             secs,
             rate: rate.map(|r| (r, correction)),
+            requests: None,
             out: dir.path().join(format!("oha-{tag}-{target}.json")),
         };
         run_oha(&oha, &run)

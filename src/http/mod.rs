@@ -63,11 +63,13 @@ pub struct AppState {
     pub metrics_counters: HotCounters,
 }
 
-/// Counters bumped on every check.
+/// Counters bumped on every check and every usage event.
 pub struct HotCounters {
     allowed: metrics::Counter,
     rate_limited: metrics::Counter,
     budget_exceeded: metrics::Counter,
+    usage_new: metrics::Counter,
+    usage_duplicate: metrics::Counter,
 }
 
 impl HotCounters {
@@ -78,6 +80,17 @@ impl HotCounters {
             allowed: check("allowed"),
             rate_limited: check("rate_limited"),
             budget_exceeded: check("budget_exceeded"),
+            usage_new: metrics::counter!("tollgate_usage_events_total", "duplicate" => "false"),
+            usage_duplicate: metrics::counter!("tollgate_usage_events_total", "duplicate" => "true"),
+        }
+    }
+
+    /// The counter for a recorded usage event.
+    pub fn usage(&self, duplicate: bool) -> &metrics::Counter {
+        if duplicate {
+            &self.usage_duplicate
+        } else {
+            &self.usage_new
         }
     }
 

@@ -17,7 +17,7 @@ use crate::identity::admin_token::{self, AdminTokenSource};
 use crate::identity::api_keys::ApiKeys;
 use crate::identity::jwt::JwtVerifier;
 use crate::identity::{Authenticator, Directory};
-use crate::ledger::Ledger;
+use crate::ledger::{self, Ledger};
 use crate::router::deltas::CounterDeltas;
 use crate::router::flusher::Flusher;
 use crate::router::peer_handler::PeerHandler;
@@ -159,8 +159,11 @@ impl Node {
             };
             tasks.push(caches.spawn(reconcile::RECONCILE_EVERY));
         }
-        let ledger_concurrency = if matches!(store, Store::Postgres(_)) { 4 } else { 1 };
-        let ledger = Ledger::spawn(store.clone(), ledger_concurrency);
+        let ledger_policy = match store {
+            Store::Postgres(_) => ledger::POSTGRES_POLICY,
+            Store::Sqlite(_) => ledger::SQLITE_POLICY,
+        };
+        let ledger = Ledger::spawn(store.clone(), experiment_policy(ledger_policy));
         // Alert delivery: woken by the ledger after each commit that
         // created deliveries; leases carry the node id.
         let senders = Senders::new(&config.alerts).map_err(|e| NodeError::Config(e.to_string()))?;
@@ -303,4 +306,19 @@ fn metrics_handle() -> &'static PrometheusHandle {
         let _ = metrics::set_global_recorder(recorder);
         handle
     })
+}
+
+// TEMPORARY (measurement only, removed before merge): override the ledger policy.
+fn experiment_policy(p: ledger::BatchPolicy) -> ledger::BatchPolicy {
+    match std::env::var("TOLLGATE_EXPERIMENT_LEDGER").ok().and_then(|v| {
+        let n: Vec<usize> = v.split(',').filter_map(|x| x.parse().ok()).collect();
+        (n.len() == 3).then(|| ledger::BatchPolicy {
+            max_batch: n[0],
+            concurrency: n[1],
+            overlap_min: n[2],
+        })
+    }) {
+        Some(e) => e,
+        None => p,
+    }
 }
