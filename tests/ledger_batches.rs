@@ -113,7 +113,7 @@ async fn run_case(store: &Store, tag: usize, case: &Case) -> Result<(), TestCase
         reservation_id: s.reserved.then_some(reservation),
         subject: UsageSubject {
             user_id: Some(users[s.user].clone()),
-            organization_id: (s.user % 2 == 0).then(|| org.clone()),
+            organization_id: s.user.is_multiple_of(2).then(|| org.clone()),
             ..UsageSubject::default()
         },
         model: "m".into(),

@@ -30,7 +30,9 @@
 use crate::api::{setup_users, write_bodies};
 use crate::oha::{OhaResult, OhaRun, median_by, run_oha};
 use crate::postgres::{FreshDatabase, server_url};
-use crate::procs::{ChildGuard, command_output, find_oha, free_port, node_command, print_node_warnings, wait_healthy};
+use crate::procs::{
+    ChildGuard, find_oha_with_version, free_port, node_command, print_node_warnings, wait_healthy, work_dir_and_runtime,
+};
 use crate::usage_db::{BenchDb, CpuSample, postgres_pids};
 use crate::usage_report::{Metrics, UsageRound, print_backend};
 use crate::{ADMIN_TOKEN, Settings, USERS, env_num};
@@ -66,16 +68,8 @@ pub fn run(settings: &Settings) -> Result<()> {
     if us.events == 0 || us.checks == 0 || us.lines == 0 {
         bail!("TOLLGATE_BENCH_USAGE_EVENTS, _CHECKS and _LINES must be positive");
     }
-    let oha = find_oha()?;
-    let oha_version = command_output(&oha, &["--version"]).unwrap_or_else(|| "oha (version unknown)".into());
-    let dir = tempfile::Builder::new()
-        .prefix("tollgate-usage-")
-        .tempdir()
-        .context("creating a temporary directory")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let (oha, oha_version) = find_oha_with_version()?;
+    let (dir, runtime) = work_dir_and_runtime("tollgate-usage-")?;
     println!(
         "tollgate load bench, usage mode: {oha_version}; {} CPUs; work dir {}",
         crate::procs::nproc(),

@@ -8,6 +8,10 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::str::FromStr;
 
+/// Three text columns: (user, period, cost) of a ledger row, or (entity,
+/// period, spent) of a spend row.
+type TextRow = (String, String, String);
+
 /// The database a usage run writes to.
 pub enum BenchDb {
     Postgres { url: String, name: String },
@@ -73,31 +77,30 @@ impl BenchDb {
     /// (the bench charges users only), and that no event id is in the
     /// ledger twice. Returns the number of spend rows checked.
     pub async fn check_spend(&self) -> Result<usize> {
-        let (ledger, spend, dup_ids): (Vec<(String, String, String)>, Vec<(String, String, String)>, i64) =
-            match self.connect().await? {
-                Conn::Pg(mut c) => (
-                    sqlx::query_as("SELECT user_id, period, cost_usd::text FROM model_usage WHERE user_id IS NOT NULL")
-                        .fetch_all(&mut c)
-                        .await?,
-                    sqlx::query_as("SELECT entity, period, spent_usd::text FROM entity_spend")
-                        .fetch_all(&mut c)
-                        .await?,
-                    sqlx::query_scalar("SELECT count(*) - count(DISTINCT event_id) FROM model_usage")
-                        .fetch_one(&mut c)
-                        .await?,
-                ),
-                Conn::Lite(mut c) => (
-                    sqlx::query_as("SELECT user_id, period, cost_usd FROM model_usage WHERE user_id IS NOT NULL")
-                        .fetch_all(&mut c)
-                        .await?,
-                    sqlx::query_as("SELECT entity, period, spent_usd FROM entity_spend")
-                        .fetch_all(&mut c)
-                        .await?,
-                    sqlx::query_scalar("SELECT count(*) - count(DISTINCT event_id) FROM model_usage")
-                        .fetch_one(&mut c)
-                        .await?,
-                ),
-            };
+        let (ledger, spend, dup_ids): (Vec<TextRow>, Vec<TextRow>, i64) = match self.connect().await? {
+            Conn::Pg(mut c) => (
+                sqlx::query_as("SELECT user_id, period, cost_usd::text FROM model_usage WHERE user_id IS NOT NULL")
+                    .fetch_all(&mut c)
+                    .await?,
+                sqlx::query_as("SELECT entity, period, spent_usd::text FROM entity_spend")
+                    .fetch_all(&mut c)
+                    .await?,
+                sqlx::query_scalar("SELECT count(*) - count(DISTINCT event_id) FROM model_usage")
+                    .fetch_one(&mut c)
+                    .await?,
+            ),
+            Conn::Lite(mut c) => (
+                sqlx::query_as("SELECT user_id, period, cost_usd FROM model_usage WHERE user_id IS NOT NULL")
+                    .fetch_all(&mut c)
+                    .await?,
+                sqlx::query_as("SELECT entity, period, spent_usd FROM entity_spend")
+                    .fetch_all(&mut c)
+                    .await?,
+                sqlx::query_scalar("SELECT count(*) - count(DISTINCT event_id) FROM model_usage")
+                    .fetch_one(&mut c)
+                    .await?,
+            ),
+        };
         if dup_ids != 0 {
             bail!("{dup_ids} event ids are in the ledger more than once");
         }

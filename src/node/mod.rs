@@ -163,7 +163,7 @@ impl Node {
             Store::Postgres(_) => ledger::POSTGRES_POLICY,
             Store::Sqlite(_) => ledger::SQLITE_POLICY,
         };
-        let ledger = Ledger::spawn(store.clone(), experiment_policy(ledger_policy));
+        let ledger = Ledger::spawn(store.clone(), ledger_policy);
         // Alert delivery: woken by the ledger after each commit that
         // created deliveries; leases carry the node id.
         let senders = Senders::new(&config.alerts).map_err(|e| NodeError::Config(e.to_string()))?;
@@ -306,19 +306,4 @@ fn metrics_handle() -> &'static PrometheusHandle {
         let _ = metrics::set_global_recorder(recorder);
         handle
     })
-}
-
-// TEMPORARY (measurement only, removed before merge): override the ledger policy.
-fn experiment_policy(p: ledger::BatchPolicy) -> ledger::BatchPolicy {
-    match std::env::var("TOLLGATE_EXPERIMENT_LEDGER").ok().and_then(|v| {
-        let n: Vec<usize> = v.split(',').filter_map(|x| x.parse().ok()).collect();
-        (n.len() == 3).then(|| ledger::BatchPolicy {
-            max_batch: n[0],
-            concurrency: n[1],
-            overlap_min: n[2],
-        })
-    }) {
-        Some(e) => e,
-        None => p,
-    }
 }

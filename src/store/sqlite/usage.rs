@@ -44,6 +44,10 @@ type LedgerJson<'a> = (
 /// spent, the entity's budget, a member's cap, the alert thresholds.
 type SpendRead = (i64, Option<String>, Option<String>, Option<String>, Option<String>);
 
+/// An alert as the insert's JSON array element: id, entity, period, kind,
+/// threshold, level, spent, limit.
+type AlertJson<'a> = (String, &'a str, &'a str, &'a str, u8, &'a str, String, String);
+
 /// SQL for a random (v4) UUID as text: SQLite has no UUID function.
 macro_rules! random_uuid_sql {
     () => {
@@ -253,7 +257,7 @@ async fn insert_alerts(conn: &mut SqliteConnection, raised: RaisedAlerts) -> Sto
     if raised.is_empty() {
         return Ok(fired);
     }
-    let alerts: Vec<(String, &str, &str, &str, u8, &str, String, String)> = (0..raised.entities.len())
+    let alerts: Vec<AlertJson> = (0..raised.entities.len())
         .map(|i| {
             (
                 Uuid::new_v4().hyphenated().to_string(),
