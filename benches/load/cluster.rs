@@ -25,9 +25,11 @@ use crate::cluster_api::{forwarded_admits, owners, wait_cluster_ready};
 use crate::cluster_report::{LatencyRound, Report, ThroughputRound};
 use crate::oha::{OhaResult, OhaRun, run_oha_concurrently};
 use crate::postgres::{FreshDatabase, server_url};
-use crate::procs::{ChildGuard, command_output, find_oha, free_port, free_udp_port, node_command, wait_healthy};
+use crate::procs::{
+    ChildGuard, find_oha_with_version, free_port, free_udp_port, node_command, wait_healthy, work_dir_and_runtime,
+};
 use crate::{CONNECTIONS, SETUP_IN_FLIGHT, Settings, TIER, USERS, env_num};
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -52,16 +54,8 @@ pub fn run(settings: &Settings) -> Result<()> {
     if cs.rate == 0 || cs.latency_rounds == 0 {
         bail!("TOLLGATE_BENCH_CLUSTER_RATE and TOLLGATE_BENCH_LATENCY_ROUNDS must be positive");
     }
-    let oha = find_oha()?;
-    let oha_version = command_output(&oha, &["--version"]).unwrap_or_else(|| "oha (version unknown)".into());
-    let dir = tempfile::Builder::new()
-        .prefix("tollgate-cluster-")
-        .tempdir()
-        .context("creating a temporary directory")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let (oha, oha_version) = find_oha_with_version()?;
+    let (dir, runtime) = work_dir_and_runtime("tollgate-cluster-")?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         // Below the node's --keep-alive-timeout-s (5 s).
@@ -211,6 +205,7 @@ pub fn run(settings: &Settings) -> Result<()> {
                 bodies,
                 connections: total / n + u32::from((i as u32) < total % n),
                 secs,
+                requests: None,
                 rate: rate.map(|r| (r, correction)),
                 out: dir.path().join(format!("oha-{tag}-{i}.json")),
             })

@@ -26,6 +26,10 @@
 //! whitespace-separated `tollgate serve` arguments (experiments only); the
 //! cluster mode's own knobs are listed in [`cluster`].
 //!
+//! **usage** (`TOLLGATE_BENCH_MODE=usage cargo bench --bench load`): the
+//! usage ledger's throughput over HTTP on Postgres and on SQLite, with CPU
+//! per event for the node and the database, see [`usage`].
+//!
 //! The same binary, started with `TOLLGATE_BENCH_ROLE=echo`, is the echo
 //! server, so the floor runs in its own process like the node does.
 
@@ -42,6 +46,9 @@ mod procs;
 mod server_hist;
 mod single;
 mod summary;
+mod usage;
+mod usage_db;
+mod usage_report;
 
 use anyhow::{Result, bail};
 use std::process::ExitCode;
@@ -88,7 +95,8 @@ fn run() -> Result<()> {
     match std::env::var(MODE_ENV).as_deref().map(str::trim) {
         Err(_) | Ok("") | Ok("single") => single::run(&settings),
         Ok("cluster") => cluster::run(&settings),
-        Ok(other) => bail!("{MODE_ENV}={other:?}: expected `single` (the default) or `cluster`"),
+        Ok("usage") => usage::run(&settings),
+        Ok(other) => bail!("{MODE_ENV}={other:?}: expected `single` (the default), `cluster` or `usage`"),
     }
 }
 

@@ -83,6 +83,8 @@ pub struct OhaRun<'a> {
     pub bodies: &'a Path,
     pub connections: u32,
     pub secs: u64,
+    /// A fixed number of requests (`-n`) instead of a duration (`-z secs`).
+    pub requests: Option<u64>,
     /// A fixed rate, and whether to correct for coordinated omission.
     pub rate: Option<(u32, bool)>,
     /// Where oha writes its JSON.
@@ -96,7 +98,10 @@ impl OhaRun<'_> {
             .arg("-o")
             .arg(&self.out)
             .args(["-c", &self.connections.to_string()])
-            .args(["-z", &format!("{}s", self.secs)])
+            .args(match self.requests {
+                Some(n) => ["-n".to_string(), n.to_string()],
+                None => ["-z".to_string(), format!("{}s", self.secs)],
+            })
             .args(["-m", "POST"])
             .args(["-T", "application/json"])
             .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])

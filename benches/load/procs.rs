@@ -190,6 +190,27 @@ pub fn find_oha() -> Result<PathBuf> {
     }
 }
 
+/// oha's path and its `--version` line.
+pub fn find_oha_with_version() -> Result<(PathBuf, String)> {
+    let oha = find_oha()?;
+    let version = command_output(&oha, &["--version"]).unwrap_or_else(|| "oha (version unknown)".into());
+    Ok((oha, version))
+}
+
+/// The run's temporary directory (`<prefix>…`, removed when dropped) and
+/// the bench's own runtime (2 workers).
+pub fn work_dir_and_runtime(prefix: &str) -> Result<(tempfile::TempDir, tokio::runtime::Runtime)> {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    Ok((dir, runtime))
+}
+
 pub fn command_output(program: &Path, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();

@@ -6,7 +6,8 @@ use crate::api::{setup_users, write_bodies};
 use crate::memory::memory_phase;
 use crate::oha::{OhaResult, OhaRun, fmt_ms, median_by, print_rounds, run_oha};
 use crate::procs::{
-    ChildGuard, command_output, find_oha, free_port, node_command, print_node_warnings, tail, wait_healthy,
+    ChildGuard, find_oha_with_version, free_port, node_command, print_node_warnings, tail, wait_healthy,
+    work_dir_and_runtime,
 };
 use crate::summary::print_summary;
 use crate::{CONNECTIONS, ECHO_LISTEN_ENV, MEM_IN_FLIGHT, ROLE_ENV, Settings, TIER, USERS};
@@ -17,17 +18,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub fn run(settings: &Settings) -> Result<()> {
-    let oha = find_oha()?;
-    let oha_version = command_output(&oha, &["--version"]).unwrap_or_else(|| "oha (version unknown)".into());
+    let (oha, oha_version) = find_oha_with_version()?;
 
-    let dir = tempfile::Builder::new()
-        .prefix("tollgate-load-")
-        .tempdir()
-        .context("creating a temporary directory")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let (dir, runtime) = work_dir_and_runtime("tollgate-load-")?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         // Below the node's --keep-alive-timeout-s (5 s).
@@ -88,6 +81,7 @@ pub fn run(settings: &Settings) -> Result<()> {
             connections: CONNECTIONS,
             secs,
             rate: rate.map(|r| (r, correction)),
+            requests: None,
             out: dir.path().join(format!("oha-{tag}-{target}.json")),
         };
         run_oha(&oha, &run)

@@ -67,14 +67,17 @@ pub struct AppState {
     pub scrape_gauges: crate::telemetry::gauges::ScrapeGauges,
 }
 
-/// Metrics touched on every check, registered once (a `counter!` per
-/// request would look the metric up in the registry every time).
+/// Metrics touched on every check and every usage event, registered once
+/// (a `counter!` per request would look the metric up in the registry
+/// every time).
 pub struct HotCounters {
     allowed: metrics::Counter,
     rate_limited: metrics::Counter,
     budget_exceeded: metrics::Counter,
     /// `tollgate_check_duration_seconds` by [outcome][local, forwarded].
     durations: [[metrics::Histogram; 2]; 3],
+    usage_new: metrics::Counter,
+    usage_duplicate: metrics::Counter,
 }
 
 const CHECK_OUTCOMES: [&str; 3] = ["allowed", "rate_limited", "budget_exceeded"];
@@ -93,6 +96,17 @@ impl HotCounters {
             rate_limited: check("rate_limited"),
             budget_exceeded: check("budget_exceeded"),
             durations: CHECK_OUTCOMES.map(duration),
+            usage_new: metrics::counter!("tollgate_usage_events_total", "duplicate" => "false"),
+            usage_duplicate: metrics::counter!("tollgate_usage_events_total", "duplicate" => "true"),
+        }
+    }
+
+    /// The counter for a recorded usage event.
+    pub fn usage(&self, duplicate: bool) -> &metrics::Counter {
+        if duplicate {
+            &self.usage_duplicate
+        } else {
+            &self.usage_new
         }
     }
 

@@ -158,8 +158,7 @@ pub async fn record(
         created_at_ms: now_ms(),
     };
     let receipt = usage::record(&app.router, &app.ledger, row, reservation.as_ref()).await?;
-    metrics::counter!("tollgate_usage_events_total", "duplicate" => if receipt.duplicate { "true" } else { "false" })
-        .increment(1);
+    app.metrics_counters.usage(receipt.duplicate).increment(1);
     if !receipt.duplicate {
         crate::telemetry::usage::record(
             &app.catalog,

@@ -17,7 +17,7 @@ use crate::identity::admin_token::{self, AdminTokenSource};
 use crate::identity::api_keys::ApiKeys;
 use crate::identity::jwt::JwtVerifier;
 use crate::identity::{Authenticator, Directory};
-use crate::ledger::Ledger;
+use crate::ledger::{self, Ledger};
 use crate::router::deltas::CounterDeltas;
 use crate::router::flusher::Flusher;
 use crate::router::peer_handler::PeerHandler;
@@ -161,8 +161,11 @@ impl Node {
             };
             tasks.push(caches.spawn(reconcile::RECONCILE_EVERY));
         }
-        let ledger_concurrency = if matches!(store, Store::Postgres(_)) { 4 } else { 1 };
-        let ledger = Ledger::spawn(store.clone(), ledger_concurrency);
+        let ledger_policy = match store {
+            Store::Postgres(_) => ledger::POSTGRES_POLICY,
+            Store::Sqlite(_) => ledger::SQLITE_POLICY,
+        };
+        let ledger = Ledger::spawn(store.clone(), ledger_policy);
         // Alert delivery: woken by the ledger after each commit that
         // created deliveries; leases carry the node id.
         let senders = Senders::new(&config.alerts).map_err(|e| NodeError::Config(e.to_string()))?;

@@ -8,26 +8,21 @@
 //! read-modify-write cannot race another writer).
 
 use super::{
-    AlertsFired, CounterDelta, EntityRecord, RaisedAlerts, RecordedBatch, StoreError, StoreResult, UsageRow,
-    WindowCount, WindowKind, aggregate_deltas, checked_add, count_from_db, first_occurrences, spend_increments, stored,
-    stored_alert_kind, stored_threshold, stored_usd, subject_columns, to_i64, usage_outcomes,
+    CounterDelta, EntityRecord, StoreError, StoreResult, WindowCount, WindowKind, aggregate_deltas, checked_add,
+    count_from_db, stored, stored_threshold, stored_usd, to_i64,
 };
 use crate::entity::{EntityKey, EntityKind};
-use crate::limits::alerts::{AlertKind, Thresholds};
+use crate::limits::alerts::Thresholds;
 use crate::limits::budget::effective_budget;
 use crate::limits::calendar::{DAY_MS, Period};
 use crate::limits::pricing::Price;
 use crate::limits::tier::Tier;
 use crate::money::Usd;
 use rust_decimal::Decimal;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite};
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
-use uuid::Uuid;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -57,6 +52,7 @@ mod keys;
 mod orgs;
 mod ownership;
 mod summary;
+mod usage;
 
 /// A SQLite store. Cloning shares the pool.
 #[derive(Clone, Debug)]
@@ -339,67 +335,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub async fn record_usage(&self, rows: &[UsageRow]) -> StoreResult<RecordedBatch> {
-        if rows.is_empty() {
-            return Ok(RecordedBatch::default());
-        }
-        let first = first_occurrences(rows);
-        let mut inserted = vec![false; rows.len()];
-        let mut existing_cost = HashMap::new();
-
-        // IMMEDIATE: take the write lock now, so the spend read below and
-        // its write-back are one atomic step.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for (i, row) in rows.iter().enumerate() {
-            if first[i] != i {
-                continue;
-            }
-            let [user_id, org_id, ip, fp] = subject_columns(&row.subject);
-            let done = sqlx::query(
-                "INSERT INTO model_usage (event_id, reservation_id, user_id, organization_id, guest_ip, \
-                     guest_fingerprint, model, input_tokens, output_tokens, cost_usd, period, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                 ON CONFLICT (event_id) DO NOTHING",
-            )
-            .bind(row.event_id.hyphenated().to_string())
-            .bind(row.reservation_id.map(|r| r.hyphenated().to_string()))
-            .bind(user_id)
-            .bind(org_id)
-            .bind(ip)
-            .bind(fp)
-            .bind(&row.model)
-            .bind(to_i64(row.input_tokens, "input_tokens")?)
-            .bind(to_i64(row.output_tokens, "output_tokens")?)
-            .bind(money_text(row.cost_usd.value()))
-            .bind(Period::containing(row.created_at_ms).to_string())
-            .bind(row.created_at_ms)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 1 {
-                inserted[i] = true;
-            } else {
-                let cost: String = sqlx::query_scalar("SELECT cost_usd FROM model_usage WHERE event_id = $1")
-                    .bind(row.event_id.hyphenated().to_string())
-                    .fetch_one(&mut *tx)
-                    .await?;
-                existing_cost.insert(i, decimal(&cost, "model_usage.cost_usd")?);
-            }
-        }
-
-        let mut totals = HashMap::new();
-        let mut raised = RaisedAlerts::default();
-        for ((key, period), added) in spend_increments(rows, &inserted)? {
-            let after = add_spend(&mut tx, &key, period, added, &mut raised).await?;
-            totals.insert((key, period), after);
-        }
-        let alerts = insert_alerts(&mut tx, raised).await?;
-        tx.commit().await?;
-        Ok(RecordedBatch {
-            outcomes: usage_outcomes(rows, &first, &inserted, &existing_cost, &totals)?,
-            alerts,
-        })
-    }
-
     // --- reads ----------------------------------------------------------------
 
     pub async fn entity_spend(&self, entity: &EntityKey, period: Period) -> StoreResult<Decimal> {
@@ -457,133 +392,6 @@ impl SqliteStore {
         .await?;
         thresholds.into_iter().map(stored_threshold).collect()
     }
-}
-
-/// Adds `added` to one spend row inside the caller's transaction, adds
-/// the budget alerts the change raises to `raised`, and returns the new
-/// total.
-async fn add_spend(
-    conn: &mut SqliteConnection,
-    key: &EntityKey,
-    period: Period,
-    added: Decimal,
-    raised: &mut RaisedAlerts,
-) -> StoreResult<Decimal> {
-    let period_text = period.to_string();
-    // A member runs with the lower of their own budget and their
-    // organisation's cap on them; alerts fire against that.
-    let user_id = (key.kind() == EntityKind::User).then(|| key.id());
-    let (spent, budget, cap, thresholds): (Option<String>, Option<String>, Option<String>, Option<String>) =
-        sqlx::query_as(
-            "SELECT (SELECT spent_usd FROM entity_spend WHERE entity = $1 AND period = $2), \
-                    (SELECT monthly_budget_usd FROM budget_limits WHERE entity = $1), \
-                    (SELECT monthly_budget_usd FROM member_budget_caps WHERE user_id = $3), \
-                    (SELECT alert_thresholds FROM budget_limits WHERE entity = $1)",
-        )
-        .bind(key.as_str())
-        .bind(&period_text)
-        .bind(user_id)
-        .fetch_one(&mut *conn)
-        .await?;
-    let before = spent
-        .map(|s| decimal(&s, "entity_spend.spent_usd"))
-        .transpose()?
-        .unwrap_or_default();
-    let after = checked_add(before, added)?;
-    sqlx::query(concat!(
-        "INSERT INTO entity_spend (entity, period, spent_usd) VALUES ($1, $2, $3) ",
-        "ON CONFLICT (entity, period) DO UPDATE SET spent_usd = excluded.spent_usd, updated_at = ",
-        now_ms_sql!()
-    ))
-    .bind(key.as_str())
-    .bind(&period_text)
-    .bind(money_text(after))
-    .execute(&mut *conn)
-    .await?;
-
-    let budget = effective_budget(
-        budget
-            .map(|b| usd(&b, "budget_limits.monthly_budget_usd"))
-            .transpose()?,
-        cap.map(|c| usd(&c, "member_budget_caps.monthly_budget_usd"))
-            .transpose()?,
-    );
-    if let Some(limit) = budget {
-        raised.add(key, &period_text, thresholds.as_deref(), before, after, limit.value());
-    }
-    Ok(after.normalize())
-}
-
-/// Rows per multi-row alert insert (9 binds each).
-const ALERT_CHUNK: usize = 100;
-
-/// SQL for a random (v4) UUID as text: SQLite has no UUID function.
-macro_rules! random_uuid_sql {
-    () => {
-        "lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) || '-' \
-         || substr('89ab', 1 + (abs(random()) % 4), 1) || substr(hex(randomblob(2)), 2) || '-' \
-         || hex(randomblob(6)))"
-    };
-}
-
-/// Inserts the raised alerts (those that already fired are dropped by the
-/// unique key) and one pending delivery for each new alert and each live
-/// channel that should hear of it: platform channels, and the channels of
-/// the entity's organisation (a user's: the one they belong to now).
-async fn insert_alerts(conn: &mut SqliteConnection, raised: RaisedAlerts) -> StoreResult<AlertsFired> {
-    let mut fired = AlertsFired::default();
-    if raised.is_empty() {
-        return Ok(fired);
-    }
-    let mut new_ids: Vec<String> = Vec::new();
-    let rows: Vec<usize> = (0..raised.entities.len()).collect();
-    for chunk in rows.chunks(ALERT_CHUNK) {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO usage_alerts (id, entity, period, kind, threshold, level, spent_usd, limit_usd) ",
-        );
-        query.push_values(chunk, |mut b, &i| {
-            b.push_bind(Uuid::new_v4().hyphenated().to_string())
-                .push_bind(raised.entities[i].as_str())
-                .push_bind(raised.periods[i].as_str())
-                .push_bind(raised.kinds[i])
-                .push_bind(i64::from(raised.thresholds[i]))
-                .push_bind(raised.levels[i])
-                .push_bind(money_text(raised.spent[i]))
-                .push_bind(money_text(raised.limits[i]));
-        });
-        query.push(" ON CONFLICT (entity, period, kind, threshold) DO NOTHING RETURNING id, kind");
-        let inserted: Vec<(String, String)> = query.build_query_as().fetch_all(&mut *conn).await?;
-        for (id, kind) in inserted {
-            match stored_alert_kind(&kind)? {
-                AlertKind::Threshold => fired.threshold += 1,
-                AlertKind::Overage => fired.overage += 1,
-            }
-            new_ids.push(id);
-        }
-    }
-    if new_ids.is_empty() {
-        return Ok(fired);
-    }
-    let ids = serde_json::to_string(&new_ids).map_err(|e| StoreError::Corrupt {
-        column: "usage_alerts.id",
-        value: e.to_string(),
-    })?;
-    let done = sqlx::query(concat!(
-        "INSERT INTO alert_deliveries (id, alert_id, channel_id) SELECT ",
-        random_uuid_sql!(),
-        ", a.id, c.id FROM usage_alerts a \
-         JOIN alert_channels c ON c.deleted_at IS NULL AND (c.org_id IS NULL OR c.org_id = \
-             CASE WHEN a.entity LIKE 'org:%' THEN substr(a.entity, 5) \
-                  WHEN a.entity LIKE 'user:%' THEN \
-                      (SELECT m.org_id FROM org_members m WHERE m.user_id = substr(a.entity, 6)) \
-             END) \
-         WHERE a.id IN (SELECT value FROM json_each($1))"
-    ))
-    .bind(ids)
-    .execute(&mut *conn)
-    .await?;
-    fired.deliveries = done.rows_affected();
-    Ok(fired)
 }
 
 /// The exact text an amount is stored as.
