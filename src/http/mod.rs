@@ -61,6 +61,9 @@ pub struct AppState {
     /// Hot-path counters, registered once (a `counter!` per request would
     /// look the metric up in the registry every time).
     pub metrics_counters: HotCounters,
+    /// `--unready-when-store-down`: `/readyz` answers 503 while the
+    /// database is unreachable (by default it stays ready for warm traffic).
+    pub unready_when_store_down: bool,
 }
 
 /// Counters bumped on every check.

@@ -156,7 +156,7 @@ pub async fn record(
         cost_usd,
         created_at_ms: now_ms(),
     };
-    let receipt = usage::record(&app.router, &app.ledger, row, reservation.as_ref()).await?;
+    let receipt = usage::record(&app.router, &app.ledger, app.store.health(), row, reservation.as_ref()).await?;
     metrics::counter!("tollgate_usage_events_total", "duplicate" => if receipt.duplicate { "true" } else { "false" })
         .increment(1);
     Ok(Json(UsageResponse {

@@ -72,7 +72,7 @@ impl Node {
     /// background tasks.
     pub async fn start(config: &ServeConfig) -> Result<Node, NodeError> {
         config.http.validate().map_err(NodeError::Config)?;
-        let store = Store::open(&config.database.database_url).await?;
+        let store = Store::open_with(&config.database.database_url, config.database.store_options()).await?;
         let catalog = Arc::new(Catalog::new(store.load_tiers().await?, store.load_prices().await?));
         let (admin, source) = admin_token::resolve(&store, config.admin_token.as_deref(), &config.admin_token_file())
             .await
@@ -102,7 +102,10 @@ impl Node {
             ClusterNode::single(config.listen)
         };
 
-        let deltas = Arc::new(CounterDeltas::default());
+        let max_entities = usize::try_from(config.max_entities).unwrap_or(usize::MAX);
+        // Room for every resident entity's deltas, twice over (a flush
+        // interval's churn), while the database is down.
+        let deltas = Arc::new(CounterDeltas::with_cap(max_entities.saturating_mul(2)));
         let flusher = Arc::new(Flusher::new(deltas.clone(), store.clone()));
         let (supervisor, _) = Actor::spawn(None, EntitySupervisor, ())
             .await
@@ -114,7 +117,6 @@ impl Node {
             flusher: flusher.clone(),
             takeover: cluster.routing.clone().map(|r| r as Arc<dyn Takeover>),
         };
-        let max_entities = usize::try_from(config.max_entities).unwrap_or(usize::MAX);
         let local = Arc::new(LocalEntities::new(supervisor.get_cell(), deps, max_entities));
         let router = match &cluster.routing {
             Some(routing) => EntityRouter::clustered(local.clone(), routing.clone()),
@@ -145,6 +147,7 @@ impl Node {
             sweep_every: (config.idle_timeout() / 10).clamp(Duration::from_millis(200), Duration::from_secs(10)),
         };
         let mut tasks = vec![
+            store.spawn_probe(),
             flusher.clone().spawn(config.flush_interval()),
             spawn_sweeper(local.clone(), policy),
             keys.clone().spawn_last_used_writer(KEY_USE_WRITE_INTERVAL),
@@ -192,6 +195,7 @@ impl Node {
             new_entities: NewEntityGate::new(config.max_new_entities_per_ip),
             metrics: Some(metrics_handle().clone()),
             metrics_counters: http::HotCounters::register(),
+            unready_when_store_down: config.unready_when_store_down,
         });
         let ops_listener = match config.ops_listen {
             Some(addr) => Some(TcpListener::bind(addr).await?),
