@@ -18,7 +18,7 @@ use crate::identity::api_keys::ApiKeys;
 use crate::identity::jwt::JwtVerifier;
 use crate::identity::{Authenticator, Directory};
 use crate::ledger::Ledger;
-use crate::router::deltas::CounterDeltas;
+use crate::router::deltas::{CounterDeltas, MIN_MAX_PENDING_ENTITIES};
 use crate::router::flusher::Flusher;
 use crate::router::peer_handler::PeerHandler;
 use crate::router::{EntityRouter, LocalEntities, PassivationPolicy, spawn_sweeper};
@@ -103,9 +103,11 @@ impl Node {
         };
 
         let max_entities = usize::try_from(config.max_entities).unwrap_or(usize::MAX);
-        // Room for every resident entity's deltas, twice over (a flush
-        // interval's churn), while the database is down.
-        let deltas = Arc::new(CounterDeltas::with_cap(max_entities.saturating_mul(2)));
+        // Room for every resident entity's deltas many times over: the cap
+        // bounds memory, it is never meant to be met (see router/deltas.rs).
+        let deltas = Arc::new(CounterDeltas::with_cap(
+            max_entities.saturating_mul(4).max(MIN_MAX_PENDING_ENTITIES),
+        ));
         let flusher = Arc::new(Flusher::new(deltas.clone(), store.clone()));
         let (supervisor, _) = Actor::spawn(None, EntitySupervisor, ())
             .await

@@ -24,9 +24,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 const SHARDS: usize = 16;
 
-/// Default cap on entities with pending deltas (the node's default
-/// `--max-entities`, twice over: a flush interval's churn fits easily).
-pub const DEFAULT_MAX_PENDING_ENTITIES: usize = 2 * crate::config::DEFAULT_MAX_ENTITIES as usize;
+/// Least cap on entities with pending deltas: ten times the default
+/// `--max-entities`, so that a flush interval's churn (entities that
+/// passivated, others that loaded) never meets it. An entry is about
+/// 150 bytes, so this is at most about 150 MB.
+pub const MIN_MAX_PENDING_ENTITIES: usize = 10 * crate::config::DEFAULT_MAX_ENTITIES as usize;
 
 /// One entity's pending rows, with the ownership epoch they are written
 /// under (0 on a single node).
@@ -51,7 +53,7 @@ pub struct CounterDeltas {
 
 impl Default for CounterDeltas {
     fn default() -> Self {
-        Self::with_cap(DEFAULT_MAX_PENDING_ENTITIES)
+        Self::with_cap(MIN_MAX_PENDING_ENTITIES)
     }
 }
 
