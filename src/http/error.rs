@@ -159,7 +159,10 @@ impl From<StoreError> for ApiError {
 
 impl From<LedgerError> for ApiError {
     fn from(err: LedgerError) -> Self {
-        tracing::warn!(error = %err, "ledger error");
+        match err {
+            LedgerError::Store(store) if matches!(*store, StoreError::Unavailable) => {}
+            err => tracing::warn!(error = %err, "ledger error"),
+        }
         Self::unavailable("store_unavailable")
     }
 }
