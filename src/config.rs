@@ -131,6 +131,9 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub alerts: AlertConfig,
+
+    #[command(flatten)]
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 /// How HTTP connections are bounded: every limit a slow or idle client
@@ -329,6 +332,7 @@ impl ServeConfig {
             jwt: JwtConfig::disabled(),
             cluster: ClusterConfig::default(),
             alerts: AlertConfig::default(),
+            telemetry: crate::telemetry::TelemetryConfig::default(),
         }
     }
 

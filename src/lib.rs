@@ -21,3 +21,4 @@ pub mod node;
 pub mod router;
 pub mod service;
 pub mod store;
+pub mod telemetry;

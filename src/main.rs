@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use tollgate::config::{DatabaseConfig, ServeConfig};
 use tollgate::node::Node;
 use tollgate::store::Store;
+use tollgate::telemetry::logging::{self, LogFormat};
 
 /// mimalloc: the check path allocates a few small buffers per request, and
 /// glibc's malloc showed up at ~10 % of a loaded node's CPU profile.
@@ -17,6 +18,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "tollgate", version, about)]
 struct Cli {
+    /// Log lines as text or JSON (filter with TOLLGATE_LOG or RUST_LOG).
+    #[arg(long, global = true, env = "TOLLGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,12 +34,9 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    // Flushes queued log lines when main returns.
+    let _log_guard = logging::init(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {

@@ -16,6 +16,7 @@ on_both_backends!(channels_are_managed_per_tenant_and_targets_checked);
 on_both_backends!(alerts_reach_every_channel_once_per_threshold);
 on_both_backends!(org_channels_hear_only_their_own_org);
 on_both_backends!(bad_alert_input_gets_a_named_4xx_and_changes_nothing);
+on_both_backends!(names_that_resolve_inside_are_refused_and_never_called);
 
 async fn create_org(n: &TestNode, owner: &str) -> String {
     let r = n
@@ -553,4 +554,68 @@ async fn bad_alert_input_gets_a_named_4xx_and_changes_nothing(backend: Backend) 
     }
     assert_eq!(n.get("/v1/alert-channels?cursor=key_1", Some(ADMIN)).await.status, 400);
     n.stop().await;
+}
+
+/// A host *name* that resolves to the metadata address or to loopback is
+/// refused at creation like the literal would be, and the service behind
+/// it never hears from the node. `--alerts-resolve` pins the names (no DNS
+/// server in tests); pinned addresses go through the same policy as
+/// looked-up ones.
+async fn names_that_resolve_inside_are_refused_and_never_called(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let receiver = Receiver::start(vec![]).await;
+    let port = receiver
+        .url("/")
+        .split(':')
+        .nth(2)
+        .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok());
+    let port = port.expect("receiver port");
+    let n = TestNode::start_with(&db, |c| {
+        c.alerts.alerts_resolve = ["metadata.evil.test=169.254.169.254", "inside.evil.test=127.0.0.1"]
+            .iter()
+            .map(|p| p.parse().expect("pin"))
+            .collect();
+    })
+    .await;
+
+    for (target, addr) in [
+        (
+            "https://metadata.evil.test/latest/meta-data/".to_string(),
+            "169.254.169.254",
+        ),
+        ("https://METADATA.evil.test./x".to_string(), "169.254.169.254"),
+        (format!("https://inside.evil.test:{port}/hook"), "127.0.0.1"),
+    ] {
+        for kind in ["webhook", "slack"] {
+            let r = n
+                .post(
+                    "/v1/alert-channels",
+                    Some(ADMIN),
+                    json!({"kind": kind, "target": target}),
+                )
+                .await;
+            assert_eq!(r.status, 400, "{kind} {target}: {}", r.json);
+            assert_eq!(r.json["error"], "invalid_target", "{}", r.json);
+            let message = r.json["message"].as_str().unwrap();
+            assert!(message.contains(addr), "the 400 names the address: {message}");
+        }
+    }
+    let r = n.get("/v1/alert-channels", Some(ADMIN)).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["items"], json!([]), "nothing was created");
+
+    // A user crossing every threshold: no channel, so nothing is sent.
+    let r = n
+        .put("/v1/users/mallory/budget", json!({"monthly_budget_usd": "1"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    spend(&n, "mallory", "2").await;
+    let r = n.get("/v1/alerts?entity=user:mallory", Some(ADMIN)).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let alerts = r.json["alerts"].as_array().expect("alerts");
+    assert_eq!(alerts.len(), 5, "4 thresholds and the overage: {}", r.json);
+    for alert in alerts {
+        assert_eq!(alert["deliveries"], json!([]), "no delivery was made: {alert}");
+    }
+    assert_eq!(receiver.received().len(), 0, "the service inside was never called");
 }

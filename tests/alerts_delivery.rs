@@ -299,3 +299,29 @@ async fn slack_gets_a_readable_message_and_email_rejections_are_dead() {
     assert!(error.unwrap().contains("550"));
     assert!(smtp.mails().is_empty());
 }
+
+/// `--smtp-url` decides the encryption: a relay that offers no STARTTLS
+/// (the sink) gets nothing in clear when the URL asks for STARTTLS
+/// (`?tls=required`), nor when it asks for TLS from the first byte
+/// (`smtps://`); the deliveries wait for a retry with the reason recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_is_never_sent_in_clear_when_the_url_asks_for_tls() {
+    let smtp = SmtpSink::start().await;
+    for url in [
+        format!("{}?tls=required", smtp.url()),
+        smtp.url().replacen("smtp://", "smtps://", 1),
+    ] {
+        let mut run = start(&AlertConfig {
+            smtp_url: Some(url.clone()),
+            ..config(None)
+        });
+        let mail = job(&channel(ChannelKind::Email, "ops@example.com".into()), 75);
+        run.push(mail.clone());
+        until(20, "the first attempt", || run.status(mail.id).1 >= 1).await;
+        run.stop().await;
+        let (status, _, error) = run.status(mail.id);
+        assert_eq!(status, "pending", "{url}: retried later, not dead and not delivered");
+        assert!(error.is_some_and(|e| !e.is_empty()), "{url}: the reason is recorded");
+        assert!(smtp.mails().is_empty(), "{url}: nothing was sent in clear");
+    }
+}

@@ -65,6 +65,12 @@ async fn outsider_cannot_join() {
     run(Scenario::Outsider).await;
 }
 
+/// Issue 9: 1 000 budget alerts over three nodes, each delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_delivered_once() {
+    run(Scenario::AlertsDeliveredOnce).await;
+}
+
 /// The invariant queries against the real schema: every kind of violation
 /// the scenarios rely on them to catch is caught.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,8 +36,10 @@ mod cluster_report;
 mod echo;
 mod memory;
 mod oha;
+mod plot;
 mod postgres;
 mod procs;
+mod server_hist;
 mod single;
 mod summary;
 

@@ -10,6 +10,7 @@ use crate::procs::{
 };
 use crate::summary::print_summary;
 use crate::{CONNECTIONS, ECHO_LISTEN_ENV, MEM_IN_FLIGHT, ROLE_ENV, Settings, TIER, USERS};
+use crate::{plot, server_hist};
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::process::Command;
@@ -130,13 +131,32 @@ pub fn run(settings: &Settings) -> Result<()> {
         settings.secs,
         settings.rounds
     );
+    let mut server_p99s = Vec::new();
     let b_rounds = run_rounds(settings.rounds, |round| {
         let floor = oha_run("echo", settings.secs, Some(settings.rate), &format!("b{round}"))?;
         echo.ensure_alive()?;
+        let before = runtime.block_on(server_hist::scrape(&client, &node_url))?;
         let node_result = oha_run("node", settings.secs, Some(settings.rate), &format!("b{round}"))?;
+        let after = runtime.block_on(server_hist::scrape(&client, &node_url))?;
+        server_p99s.push(server_hist::quantile(&before, &after, 0.99));
         node.ensure_alive()?;
         Ok((floor, node_result))
     })?;
+    // The node's histogram against the client's view: client p99 minus the
+    // floor's p99 (what loopback HTTP itself costs) per round.
+    for (round, ((floor, node_result), server)) in b_rounds.iter().zip(&server_p99s).enumerate() {
+        let client_net = node_result.p99.zip(floor.p99).map(|(n, f)| (n - f).max(0.0));
+        println!(
+            "round {}: server-side p99 (tollgate_check_duration_seconds) {} ms; client p99 - floor p99 {} ms; ratio {}",
+            round + 1,
+            fmt_ms(*server),
+            fmt_ms(client_net),
+            match (server, client_net) {
+                (Some(s), Some(c)) if *s > 0.0 => format!("{:.2}x", c / s),
+                _ => "-".into(),
+            }
+        );
+    }
     let (b_floor, b_node) = median_by(b_rounds, |(_, n)| n.p99.unwrap_or(f64::MAX));
     println!(
         "\nnode p99 at {} req/s (median round): {} ms, floor {} ms  (DESIGN.md §7 target: < 1 ms)",
@@ -171,6 +191,25 @@ pub fn run(settings: &Settings) -> Result<()> {
     print_node_warnings("node", &node_log);
 
     print_summary(settings, &oha_version, &a_floor, &a_node, &b_floor, &b_node, &mem);
+    let plots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/plots");
+    std::fs::create_dir_all(&plots).context("creating benches/plots")?;
+    plot::throughput(
+        &plots.join("load-throughput.svg"),
+        &format!(
+            "Warm checks, oha -c {CONNECTIONS}, median of {} rounds",
+            settings.rounds
+        ),
+        &[
+            ("floor (axum echo)", a_floor.ok_per_sec()),
+            ("tollgate /v1/check", a_node.ok_per_sec()),
+        ],
+    )?;
+    plot::latency(
+        &plots.join("load-latency.svg"),
+        &format!("Latency at {} req/s (median round)", settings.rate),
+        &[("floor (axum echo)", &b_floor), ("tollgate /v1/check", &b_node)],
+    )?;
+    println!("plots: {}/load-throughput.svg, load-latency.svg", plots.display());
     drop(dir);
     Ok(())
 }

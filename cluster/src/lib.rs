@@ -31,6 +31,7 @@ pub mod report;
 pub mod rng;
 pub mod scenarios;
 pub mod targets;
+pub mod webhook_sink;
 
 pub use api::{Api, ClusterView, NodeView, Reply};
 pub use cluster::{Cluster, ClusterOpts, DatabaseChoice};

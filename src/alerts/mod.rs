@@ -30,7 +30,7 @@ pub use outbox::{AlertFacts, AlertKind, ChannelKind, ChannelTarget, DeliveryJob,
 
 use clap::Args;
 use email::{Mailer, MailerError};
-use resolver::PolicyResolver;
+pub use resolver::{AlertResolver, HostPin};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +42,18 @@ pub struct AlertConfig {
     /// may create a channel can make this node call internal services).
     #[arg(long, env = "TOLLGATE_ALERTS_ALLOW_PRIVATE")]
     pub alerts_allow_private: bool,
+
+    /// Pin a host name to an address for alert deliveries, as
+    /// `curl --resolve` does: `host=ip`, repeatable (space-separated in the
+    /// environment). For closed networks without DNS; pinned addresses
+    /// pass the same private-address rules as looked-up ones.
+    #[arg(
+        long = "alerts-resolve",
+        env = "TOLLGATE_ALERTS_RESOLVE",
+        value_delimiter = ' ',
+        value_name = "HOST=IP"
+    )]
+    pub alerts_resolve: Vec<HostPin>,
 
     /// Connect timeout for webhook and Slack deliveries (ms).
     #[arg(long, env = "TOLLGATE_ALERT_CONNECT_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
@@ -81,6 +93,7 @@ impl Default for AlertConfig {
     fn default() -> Self {
         AlertConfig {
             alerts_allow_private: false,
+            alerts_resolve: Vec::new(),
             alert_connect_timeout_ms: 5_000,
             alert_timeout_ms: 10_000,
             alert_retry_base_ms: 1_000,
@@ -97,6 +110,11 @@ impl AlertConfig {
         AddressPolicy {
             allow_private: self.alerts_allow_private,
         }
+    }
+
+    /// Name resolution for alert targets: pins, then DNS, under the policy.
+    pub fn resolver(&self) -> AlertResolver {
+        AlertResolver::new(self.policy(), &self.alerts_resolve)
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -134,13 +152,14 @@ pub struct Senders {
 
 impl Senders {
     pub fn new(config: &AlertConfig) -> Result<Senders, AlertConfigError> {
-        let policy = config.policy();
+        let resolver = config.resolver();
+        let policy = resolver.policy;
         let http = reqwest::Client::builder()
             // A redirect could lead anywhere, including inside our network.
             .redirect(reqwest::redirect::Policy::none())
             // A proxy would resolve names itself, past our resolver.
             .no_proxy()
-            .dns_resolver(Arc::new(PolicyResolver { policy }))
+            .dns_resolver(Arc::new(resolver))
             .connect_timeout(config.connect_timeout())
             .timeout(config.timeout())
             .user_agent(concat!("tollgate-alerts/", env!("CARGO_PKG_VERSION")))

@@ -16,7 +16,6 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, Caller};
 use super::openapi::{BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable};
 use crate::alerts::address_policy::check_email;
-use crate::alerts::resolver::vet_url;
 use crate::alerts::signature::new_secret;
 use crate::identity::alert_access::AlertReach;
 use crate::identity::{Access, Denied, Principal};
@@ -212,7 +211,9 @@ pub async fn create(
         ));
     }
     let target = match kind {
-        ChannelKind::Webhook | ChannelKind::Slack => vet_url(target, app.alert_policy)
+        ChannelKind::Webhook | ChannelKind::Slack => app
+            .alert_resolver
+            .vet_url(target)
             .await
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_target", e.to_string()))?
             .to_string(),

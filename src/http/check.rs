@@ -161,6 +161,7 @@ pub async fn check(
     Caller(caller): Caller,
     ApiJson(req): ApiJson<CheckRequest>,
 ) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
     let subject = subject::resolve(
         &caller,
         &app.directory,
@@ -205,6 +206,7 @@ pub async fn check(
         estimate,
         hold_ttl_ms: app.hold_ttl_ms,
     };
+    let forwarded = !plan.entities.iter().all(|k| app.router.is_local(k));
     let outcome = check::check(&app.router, plan, now).await?;
 
     let (status, reason, message) = match outcome.refusal {
@@ -243,6 +245,8 @@ pub async fn check(
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    app.metrics_counters
+        .check_duration(reason, forwarded, started.elapsed().as_secs_f64());
     Ok(response)
 }
 

@@ -81,7 +81,10 @@ impl ApiError {
     /// as for something that does not exist); `unauthenticated` the 401's.
     pub fn denied(denied: Denied, hidden: &str, unauthenticated: &str) -> Self {
         match denied {
-            Denied::Unauthenticated => Self::unauthorized(unauthenticated),
+            Denied::Unauthenticated => {
+                crate::identity::count_missing_credential();
+                Self::unauthorized(unauthenticated)
+            }
             Denied::Forbidden(why) => Self::forbidden(why),
             Denied::Hidden => Self::not_found("not_found", hidden),
         }

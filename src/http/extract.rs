@@ -171,7 +171,11 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-        Ok(Caller(state.auth.authenticate(&parts.headers, peer).await?))
+        let principal = state.auth.authenticate(&parts.headers, peer).await?;
+        if let Some(slot) = parts.extensions.get::<super::request_layer::CallerSlot>() {
+            slot.set(principal.kind());
+        }
+        Ok(Caller(principal))
     }
 }
 

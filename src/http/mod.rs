@@ -17,6 +17,7 @@ mod openapi_rules;
 pub mod ops;
 pub mod org_members;
 pub mod orgs;
+pub mod request_layer;
 pub mod status;
 pub mod subject;
 pub mod summary;
@@ -51,8 +52,9 @@ pub struct AppState {
     pub directory: Arc<Directory>,
     /// API key management (the authenticator reads the same ring).
     pub keys: ApiKeys,
-    /// Which alert destinations are allowed (`--alerts-allow-private`).
-    pub alert_policy: crate::alerts::AddressPolicy,
+    /// Which alert destinations are allowed and how their names resolve
+    /// (`--alerts-allow-private`, `--alerts-resolve`).
+    pub alert_resolver: crate::alerts::AlertResolver,
     /// How long an unsettled reservation holds its estimate.
     pub hold_ttl_ms: i64,
     /// How many new entities each guest client may bring into memory.
@@ -61,36 +63,62 @@ pub struct AppState {
     /// Hot-path counters, registered once (a `counter!` per request would
     /// look the metric up in the registry every time).
     pub metrics_counters: HotCounters,
+    pub telemetry: crate::telemetry::TelemetryConfig,
+    pub scrape_gauges: crate::telemetry::gauges::ScrapeGauges,
     /// `--unready-when-store-down`: `/readyz` answers 503 while the
     /// database is unreachable (by default it stays ready for warm traffic).
     pub unready_when_store_down: bool,
 }
 
-/// Counters bumped on every check.
+/// Metrics touched on every check, registered once (a `counter!` per
+/// request would look the metric up in the registry every time).
 pub struct HotCounters {
     allowed: metrics::Counter,
     rate_limited: metrics::Counter,
     budget_exceeded: metrics::Counter,
+    /// `tollgate_check_duration_seconds` by [outcome][local, forwarded].
+    durations: [[metrics::Histogram; 2]; 3],
 }
 
+const CHECK_OUTCOMES: [&str; 3] = ["allowed", "rate_limited", "budget_exceeded"];
+
 impl HotCounters {
-    /// Registers the counters with the installed recorder.
+    /// Registers the metrics with the installed recorder.
     pub fn register() -> Self {
         let check = |outcome: &'static str| metrics::counter!("tollgate_checks_total", "outcome" => outcome);
+        let duration = |outcome: &'static str| {
+            ["local", "forwarded"].map(
+                |route| metrics::histogram!("tollgate_check_duration_seconds", "outcome" => outcome, "route" => route),
+            )
+        };
         HotCounters {
             allowed: check("allowed"),
             rate_limited: check("rate_limited"),
             budget_exceeded: check("budget_exceeded"),
+            durations: CHECK_OUTCOMES.map(duration),
+        }
+    }
+
+    fn outcome_index(refusal_reason: Option<&str>) -> usize {
+        match refusal_reason {
+            None => 0,
+            Some("budget_exceeded") => 2,
+            Some(_) => 1,
         }
     }
 
     /// The counter for a check's outcome (`None` = allowed).
     pub fn check(&self, refusal_reason: Option<&str>) -> &metrics::Counter {
-        match refusal_reason {
-            None => &self.allowed,
-            Some("budget_exceeded") => &self.budget_exceeded,
-            Some(_) => &self.rate_limited,
+        match Self::outcome_index(refusal_reason) {
+            0 => &self.allowed,
+            2 => &self.budget_exceeded,
+            _ => &self.rate_limited,
         }
+    }
+
+    /// Records how long a check took, handler entry to response.
+    pub fn check_duration(&self, refusal_reason: Option<&str>, forwarded: bool, seconds: f64) {
+        self.durations[Self::outcome_index(refusal_reason)][usize::from(forwarded)].record(seconds);
     }
 }
 
@@ -148,6 +176,7 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(request_layer::RequestLayer::new(state.telemetry.access_log_sample))
         .with_state(state)
 }
 
@@ -162,6 +191,7 @@ pub fn ops_routes(state: Arc<AppState>) -> Router {
         .layer(axum::Extension(extract::OpsListener))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(request_layer::RequestLayer::new(state.telemetry.access_log_sample))
         .with_state(state)
 }
 

@@ -85,9 +85,8 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
 
 /// Prometheus metrics
 ///
-/// The node's metrics in the Prometheus text format: checks by outcome,
-/// usage events, authentication failures, ledger commits, resident
-/// entities. Admin only on the public listener; no credential on
+/// The node's metrics in the Prometheus text format, every family with
+/// HELP text (README.md, "Monitoring", lists them). Admin only on the public listener; no credential on
 /// `--ops-listen` (point Prometheus there). 404 when metrics are disabled.
 #[utoipa::path(
     get,
@@ -105,7 +104,10 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
 )]
 pub async fn metrics(_: super::extract::OpsCaller, State(app): State<Arc<AppState>>) -> Response {
     match &app.metrics {
-        Some(handle) => handle.render().into_response(),
+        Some(handle) => {
+            app.scrape_gauges.refresh(&app.store, &app.cluster).await;
+            handle.render().into_response()
+        }
         None => ApiError::not_found("not_found", "metrics are disabled").into_response(),
     }
 }

@@ -146,11 +146,12 @@ pub async fn record(
             Some(id)
         }
     };
+    let model = req.model;
     let row = UsageRow {
         event_id: req.event_id,
         reservation_id: reservation.as_ref().map(|r| r.hold),
         subject: subject.usage(),
-        model: req.model,
+        model: model.clone(),
         input_tokens: req.input_tokens,
         output_tokens: req.output_tokens,
         cost_usd,
@@ -159,6 +160,15 @@ pub async fn record(
     let receipt = usage::record(&app.router, &app.ledger, app.store.health(), row, reservation.as_ref()).await?;
     metrics::counter!("tollgate_usage_events_total", "duplicate" => if receipt.duplicate { "true" } else { "false" })
         .increment(1);
+    if !receipt.duplicate {
+        crate::telemetry::usage::record(
+            &app.catalog,
+            app.telemetry.high_cost_threshold_usd,
+            &model,
+            receipt.cost_usd,
+            &receipt.views,
+        );
+    }
     Ok(Json(UsageResponse {
         recorded: true,
         duplicate: receipt.duplicate,

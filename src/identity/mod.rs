@@ -71,13 +71,13 @@ impl Authenticator {
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| failed(peer, "malformed_authorization", AuthError::MalformedAuthorization))?;
+            .ok_or_else(|| failed(peer, "token", "malformed", AuthError::MalformedAuthorization))?;
 
         if token.starts_with(api_keys::SECRET_PREFIX) {
             return match self.keys.lookup(token, now_ms()) {
                 Some(grant) if grant.scopes.contains(scope::Scope::Admin) => Ok(Principal::Admin),
                 Some(grant) => Ok(Principal::Key(grant)),
-                None => Err(failed(peer, "api_key", AuthError::InvalidApiKey)),
+                None => Err(failed(peer, "api_key", "unknown_key", AuthError::InvalidApiKey)),
             };
         }
         if self.admin.verify(token) {
@@ -92,14 +92,13 @@ impl Authenticator {
                 Ok(verified) => Ok(Principal::User {
                     user_id: Arc::from(verified.subject.as_str()),
                 }),
-                Err(jwt::JwtError::KeysUnavailable) => Err(failed(peer, "jwt", AuthError::KeysUnavailable)),
-                Err(e) => {
-                    tracing::info!(%peer, reason = e.reason(), "JWT refused");
-                    Err(failed(peer, "jwt", AuthError::InvalidToken))
+                Err(jwt::JwtError::KeysUnavailable) => {
+                    Err(failed(peer, "jwt", "keys_unavailable", AuthError::KeysUnavailable))
                 }
+                Err(e) => Err(failed(peer, "jwt", e.reason(), AuthError::InvalidToken)),
             };
         }
-        Err(failed(peer, "token", AuthError::InvalidToken))
+        Err(failed(peer, "token", "unrecognised", AuthError::InvalidToken))
     }
 }
 
@@ -112,9 +111,18 @@ fn service_grant(subject: &str) -> key_ring::KeyGrant {
     key_ring::KeyGrant::new(&format!("jwt:{subject}"), scopes, None, None, None)
 }
 
-/// Counts and logs a failed authentication (never the token itself).
-fn failed(peer: SocketAddr, kind: &'static str, error: AuthError) -> AuthError {
-    metrics::counter!("tollgate_auth_failures_total", "kind" => kind).increment(1);
-    tracing::info!(%peer, kind, "authentication failed");
+/// Counts and logs a failed authentication (never the token itself):
+/// `credential` is what the token looked like (`api_key`, `jwt`, or
+/// `token` when it matched nothing), `reason` why it was refused — both
+/// from closed sets.
+fn failed(peer: SocketAddr, credential: &'static str, reason: &'static str, error: AuthError) -> AuthError {
+    metrics::counter!("tollgate_auth_failures_total", "credential" => credential, "reason" => reason).increment(1);
+    tracing::info!(%peer, credential, reason, "authentication failed");
     error
+}
+
+/// Counts a request refused for carrying no credential where one is
+/// needed (`tollgate_auth_failures_total{credential="none", reason="missing"}`).
+pub fn count_missing_credential() {
+    metrics::counter!("tollgate_auth_failures_total", "credential" => "none", "reason" => "missing").increment(1);
 }

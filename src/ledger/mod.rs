@@ -102,7 +102,13 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Pending>, commits: Arc<Semapho
         // cancel a transaction other events depend on.
         tokio::spawn(async move {
             let rows: Vec<UsageRow> = batch.iter().map(|p| p.row.clone()).collect();
-            let result = store.record_usage_batch(&rows).await;
+            let started = std::time::Instant::now();
+            let result = tracing::Instrument::instrument(
+                store.record_usage_batch(&rows),
+                tracing::debug_span!("ledger_commit", events = rows.len()),
+            )
+            .await;
+            metrics::histogram!("tollgate_ledger_commit_duration_seconds").record(started.elapsed().as_secs_f64());
             drop(permit);
             metrics::histogram!("tollgate_ledger_batch_size").record(rows.len() as f64);
             if let Ok(recorded) = &result {

@@ -141,6 +141,23 @@ impl ClusterNode {
         self.membership.set_status(NodeStatus::Ready).await;
     }
 
+    /// Members this node sees, by status: joining, ready, leaving, and
+    /// dead (any status, but the failure detector gave up on it).
+    pub fn members_by_status(&self) -> [(&'static str, usize); 4] {
+        let view = self.membership.current();
+        let mut counts = [("joining", 0), ("ready", 0), ("leaving", 0), ("dead", 0)];
+        for node in &view.nodes {
+            let i = match (node.live, node.status) {
+                (false, _) => 3,
+                (true, NodeStatus::Joining) => 0,
+                (true, NodeStatus::Ready) => 1,
+                (true, NodeStatus::Leaving) => 2,
+            };
+            counts[i].1 += 1;
+        }
+        counts
+    }
+
     /// Is this node ready (not joining, not leaving)?
     pub fn is_ready(&self) -> bool {
         self.membership

@@ -24,12 +24,11 @@ use crate::router::peer_handler::PeerHandler;
 use crate::router::{EntityRouter, LocalEntities, PassivationPolicy, spawn_sweeper};
 use crate::service::new_entities::NewEntityGate;
 use crate::store::{Store, StoreError};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use ractor::Actor;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -72,6 +71,9 @@ impl Node {
     /// background tasks.
     pub async fn start(config: &ServeConfig) -> Result<Node, NodeError> {
         config.http.validate().map_err(NodeError::Config)?;
+        // Before anything registers a metric handle: a handle taken before
+        // the recorder exists would count into nothing.
+        crate::telemetry::install();
         let store = Store::open_with(&config.database.database_url, config.database.store_options()).await?;
         let catalog = Arc::new(Catalog::new(store.load_tiers().await?, store.load_prices().await?));
         let (admin, source) = admin_token::resolve(&store, config.admin_token.as_deref(), &config.admin_token_file())
@@ -192,11 +194,13 @@ impl Node {
             },
             directory,
             keys,
-            alert_policy: config.alerts.policy(),
+            alert_resolver: config.alerts.resolver(),
             hold_ttl_ms: i64::try_from(config.hold_ttl_s * 1000).unwrap_or(i64::MAX),
             new_entities: NewEntityGate::new(config.max_new_entities_per_ip),
-            metrics: Some(metrics_handle().clone()),
+            metrics: Some(crate::telemetry::install().clone()),
             metrics_counters: http::HotCounters::register(),
+            telemetry: config.telemetry.clone(),
+            scrape_gauges: Default::default(),
             unready_when_store_down: config.unready_when_store_down,
         });
         let ops_listener = match config.ops_listen {
@@ -296,17 +300,4 @@ impl Node {
         self.state.cluster.shutdown().await;
         result.map(|_| ()).map_err(NodeError::from)
     }
-}
-
-/// The process-wide Prometheus recorder (installed once).
-fn metrics_handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        // Fails only if another recorder is installed (embedding); then
-        // our /metrics shows nothing, which is harmless.
-        let _ = metrics::set_global_recorder(recorder);
-        handle
-    })
 }

@@ -137,7 +137,8 @@ impl ClusterRouting {
     /// owner is unreachable or views disagree. Returns `Ok(None)` when the
     /// owner turns out to be this node (the caller runs it locally).
     pub async fn forward(&self, key: &EntityKey, op: &EntityOp) -> Result<Option<OpReply>, RouteError> {
-        let deadline = Instant::now() + FORWARD_DEADLINE;
+        let started = Instant::now();
+        let deadline = started + FORWARD_DEADLINE;
         let mut backoff = FIRST_BACKOFF;
         loop {
             match self.target(key) {
@@ -148,9 +149,12 @@ impl ClusterRouting {
                         op: op.clone(),
                         hops: 0,
                     };
-                    match self.call(rpc, &req).await {
+                    let span = tracing::debug_span!("forward", %node, op = op.name());
+                    match tracing::Instrument::instrument(self.call(rpc, &req), span).await {
                         Ok(PeerResponse::Op(reply)) => {
                             metrics::counter!("tollgate_forwarded_ops_total", "op" => op.name()).increment(1);
+                            metrics::histogram!("tollgate_forward_duration_seconds")
+                                .record(started.elapsed().as_secs_f64());
                             return Ok(Some(reply));
                         }
                         Ok(PeerResponse::Failed(why)) => return Err(RouteError::Load(why)),
@@ -163,10 +167,14 @@ impl ClusterRouting {
                             )));
                         }
                         Err(err) if err.was_not_sent() || (err.is_retryable() && op.is_idempotent()) => {
+                            metrics::counter!("tollgate_rpc_errors_total", "kind" => err.kind()).increment(1);
                             metrics::counter!("tollgate_forward_retries_total", "why" => "unreachable").increment(1);
                             tracing::debug!(%node, error = %err, "owner unreachable; will re-resolve");
                         }
-                        Err(err) => return Err(RouteError::Peer(format!("{node}: {err}"))),
+                        Err(err) => {
+                            metrics::counter!("tollgate_rpc_errors_total", "kind" => err.kind()).increment(1);
+                            return Err(RouteError::Peer(format!("{node}: {err}")));
+                        }
                     }
                 }
                 Target::NoOwner => {}

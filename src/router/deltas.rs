@@ -10,7 +10,7 @@
 //! database, so the pile is naturally bounded by the entities that were
 //! resident; a hard cap on the number of entities pending backs that up
 //! (deltas of an entity past the cap are dropped and counted in
-//! `tollgate_counter_deltas_dropped_total`: its actor still counts right in
+//! `tollgate_window_deltas_dropped_total`: its actor still counts right in
 //! memory, only the stored count falls short).
 
 use crate::entity::EntityKey;
@@ -81,7 +81,7 @@ impl CounterDeltas {
             return shard.get_mut(key);
         }
         if self.entities.load(Ordering::Relaxed) >= self.max_entities {
-            metrics::counter!("tollgate_counter_deltas_dropped_total").increment(1);
+            metrics::counter!("tollgate_window_deltas_dropped_total").increment(1);
             return None;
         }
         self.entities.fetch_add(1, Ordering::Relaxed);

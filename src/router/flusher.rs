@@ -151,8 +151,11 @@ impl Flusher {
             return Ok(0);
         }
         let n = batch.len();
+        let started = std::time::Instant::now();
         self.write(batch).await?;
-        metrics::counter!("tollgate_counter_deltas_flushed_total").increment(n as u64);
+        metrics::histogram!("tollgate_window_flush_duration_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("tollgate_window_flush_rows").record(n as f64);
+        metrics::counter!("tollgate_window_deltas_flushed_total").increment(n as u64);
         Ok(n)
     }
 
@@ -174,11 +177,11 @@ impl Flusher {
                     // health has logged it once).
                     Err(StoreError::Unavailable) => {}
                     Err(err) => {
-                        metrics::counter!("tollgate_counter_flush_errors_total").increment(1);
+                        metrics::counter!("tollgate_window_flush_errors_total").increment(1);
                         tracing::warn!(error = %err, "counter flush failed; will retry");
                     }
                 }
-                metrics::gauge!("tollgate_counter_deltas_pending_entities").set(self.deltas.pending_entities() as f64);
+                metrics::gauge!("tollgate_window_deltas_pending_entities").set(self.deltas.pending_entities() as f64);
             }
         })
     }

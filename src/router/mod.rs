@@ -56,7 +56,7 @@ impl EntityRouter {
     }
 
     /// Does this node own `key` now? (Always, on a single node.)
-    fn is_local(&self, key: &EntityKey) -> bool {
+    pub fn is_local(&self, key: &EntityKey) -> bool {
         self.cluster.as_ref().is_none_or(|c| c.target(key) == Target::Local)
     }
 

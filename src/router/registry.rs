@@ -73,6 +73,10 @@ pub struct LocalEntities {
     room_wanted: Notify,
     /// Woken by the sweeper after a pass.
     room_made: Notify,
+    /// `tollgate_entity_lookups_total` {warm, cold}, registered once: they
+    /// are bumped on every entity call.
+    warm: metrics::Counter,
+    cold: metrics::Counter,
 }
 
 impl LocalEntities {
@@ -84,6 +88,8 @@ impl LocalEntities {
             epoch: Instant::now(),
             max_entities: max_entities.max(1),
             placed: AtomicUsize::new(0),
+            warm: metrics::counter!("tollgate_entity_lookups_total", "result" => "warm"),
+            cold: metrics::counter!("tollgate_entity_lookups_total", "result" => "cold"),
             room_wanted: Notify::new(),
             room_made: Notify::new(),
         }
@@ -226,6 +232,11 @@ impl LocalEntities {
             let _ = tokio::time::timeout(ROOM_WAIT, room_made).await;
         };
         slot.last_used.store(self.elapsed_ms(), Ordering::Relaxed);
+        if let Some(actor) = slot.actor.get() {
+            self.warm.increment(1);
+            return Ok((slot.clone(), actor.clone()));
+        }
+        self.cold.increment(1);
         let actor = slot.actor.get_or_try_init(|| self.start(key)).await?.clone();
         Ok((slot, actor))
     }
@@ -242,7 +253,16 @@ impl LocalEntities {
             key: key.clone(),
             deps: self.deps.clone(),
         };
-        match Actor::spawn_linked(None, EntityActor, args, self.supervisor.clone()).await {
+        // The spawn returns once the actor's start — the load from the
+        // store — is done.
+        let started = Instant::now();
+        let spawned = tracing::Instrument::instrument(
+            Actor::spawn_linked(None, EntityActor, args, self.supervisor.clone()),
+            tracing::debug_span!("entity_load", entity = %key),
+        )
+        .await;
+        metrics::histogram!("tollgate_entity_load_duration_seconds").record(started.elapsed().as_secs_f64());
+        match spawned {
             Ok((actor, _join)) => {
                 metrics::counter!("tollgate_entity_starts_total").increment(1);
                 Ok(actor)
@@ -318,6 +338,11 @@ impl LocalEntities {
             .filter(|(i, (used, _, _))| *i < over || now.saturating_sub(*used) >= idle_ms)
             .map(|(_, (_, key, slot))| (key, slot))
             .collect()
+    }
+
+    /// How long since `slot` was last used.
+    pub(crate) fn unused_for(&self, slot: &Slot) -> Duration {
+        Duration::from_millis(self.elapsed_ms().saturating_sub(slot.last_used.load(Ordering::Relaxed)))
     }
 
     /// Asks one entity to passivate; forgets it if it stopped.

@@ -57,16 +57,23 @@ pub async fn sweep(local: &Arc<LocalEntities>, policy: PassivationPolicy) -> usi
         Ok(candidates) => candidates,
         Err(_) => return 0,
     };
-    let mut stopped = 0;
+    // [idle, capacity]: whether each was idle decides the metric's cause.
+    let mut stopped = [0u64; 2];
     for (key, slot) in candidates {
+        let idle = local.unused_for(&slot) >= policy.idle_timeout;
         if local.passivate(&key, &slot).await {
-            stopped += 1;
+            stopped[usize::from(!idle)] += 1;
         }
     }
-    if stopped > 0 {
-        metrics::counter!("tollgate_entities_passivated_total").increment(stopped as u64);
-        tracing::debug!(stopped, resident = local.resident(), "passivated idle entities");
+    let total = stopped[0] + stopped[1];
+    if total > 0 {
+        for (cause, n) in ["idle", "capacity"].into_iter().zip(stopped) {
+            if n > 0 {
+                metrics::counter!("tollgate_entities_passivated_total", "cause" => cause).increment(n);
+            }
+        }
+        tracing::debug!(stopped = total, resident = local.resident(), "passivated idle entities");
     }
     metrics::gauge!("tollgate_entities_resident").set(local.resident() as f64);
-    stopped
+    total as usize
 }

@@ -221,7 +221,9 @@ macro_rules! dispatch {
 // Declared after `dispatch!`, which their `impl Store` blocks use.
 mod alerts;
 mod delivered;
+mod stats;
 pub use delivered::MAX_DELIVERED_BATCH;
+pub use stats::PoolStats;
 mod identity;
 
 impl Store {

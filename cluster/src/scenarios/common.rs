@@ -46,6 +46,16 @@ pub async fn setup_load_users(cluster: &mut Cluster, params: &Params) -> Result<
 /// `PUT /v1/users/{id} {"tier"}` for each user, 8 at a time, round-robin
 /// over the running members.
 pub async fn put_users_on_tier(cluster: &mut Cluster, users: &[String], tier: &str) -> Result<()> {
+    let puts = users
+        .iter()
+        .map(|user| (format!("/v1/users/{user}"), json!({ "tier": tier })))
+        .collect();
+    admin_put_each(cluster, puts).await
+}
+
+/// Each admin `PUT` (path, body), 8 at a time, round-robin over the running
+/// members; every one must succeed.
+pub async fn admin_put_each(cluster: &mut Cluster, puts: Vec<(String, serde_json::Value)>) -> Result<()> {
     let nodes = cluster.running_members();
     let mut apis = Vec::new();
     for i in &nodes {
@@ -57,14 +67,13 @@ pub async fn put_users_on_tier(cluster: &mut Cluster, users: &[String], tier: &s
         ));
     }
     let mut set = JoinSet::new();
-    for (k, user) in users.iter().enumerate() {
+    for (k, (path, body)) in puts.into_iter().enumerate() {
         if set.len() >= 8
             && let Some(done) = set.join_next().await
         {
             flatten(done)?;
         }
         let api = apis[k % apis.len()].clone();
-        let (path, body) = (format!("/v1/users/{user}"), json!({ "tier": tier }));
         set.spawn(async move { api.admin_put(&path, &body).await.map(|_| ()) });
     }
     while let Some(done) = set.join_next().await {

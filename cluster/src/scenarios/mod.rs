@@ -5,6 +5,7 @@
 //! become a failed `harness` check, and a failed report carries the tails
 //! of the node logs (the full logs are kept on disk).
 
+mod alerts;
 mod common;
 mod exact;
 mod formation;
@@ -123,10 +124,12 @@ pub enum Scenario {
     Kill9,
     Partition,
     Outsider,
+    /// Budget alerts from three nodes: each delivered by exactly one.
+    AlertsDeliveredOnce,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::SingleNodeSmoke,
         Scenario::Formation,
         Scenario::ExactLimits,
@@ -134,6 +137,7 @@ impl Scenario {
         Scenario::Kill9,
         Scenario::Partition,
         Scenario::Outsider,
+        Scenario::AlertsDeliveredOnce,
     ];
 
     /// The name, as the test function is called.
@@ -146,6 +150,7 @@ impl Scenario {
             Scenario::Kill9 => "kill9_under_load",
             Scenario::Partition => "partition_heals",
             Scenario::Outsider => "outsider_cannot_join",
+            Scenario::AlertsDeliveredOnce => "alerts_delivered_once",
         }
     }
 
@@ -171,6 +176,7 @@ impl Scenario {
             Scenario::Kill9 => kill9::run(env, params, &mut report, &mut slot).await,
             Scenario::Partition => partition::run(env, params, &mut report, &mut slot).await,
             Scenario::Outsider => outsider::run(env, params, &mut report, &mut slot).await,
+            Scenario::AlertsDeliveredOnce => alerts::run(env, params, &mut report, &mut slot).await,
         };
         if let Err(e) = result {
             report.require("harness", false, e.to_string());

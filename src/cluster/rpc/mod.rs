@@ -106,6 +106,20 @@ pub enum RpcError {
 }
 
 impl RpcError {
+    /// A short name for metrics (a closed set).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RpcError::Timeout(_) => "timeout",
+            RpcError::ConnectionLost(_) => "connection_lost",
+            RpcError::Unavailable { .. } => "unavailable",
+            RpcError::AuthFailed(_) => "auth_failed",
+            RpcError::Io(_) => "io",
+            RpcError::Codec(_) => "codec",
+            RpcError::Remote(_) => "remote",
+            RpcError::Shutdown => "shutdown",
+        }
+    }
+
     /// True for transient failures: the same call may succeed later or
     /// elsewhere (after re-resolving the owner). Whether re-sending is safe
     /// when the request may have run ([`RpcError::Timeout`],

@@ -128,13 +128,12 @@ impl JwtVerifier {
         }
     }
 
-    /// Verifies `token` and says whose it is. Failures are counted in
-    /// `tollgate_jwt_failures_total{reason}` and logged at debug level,
-    /// without the token.
+    /// Verifies `token` and says whose it is. Failures are logged at debug
+    /// level, without the token; the authenticator counts them
+    /// (`tollgate_auth_failures_total{credential="jwt", reason}`).
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, JwtError> {
         let verdict = self.check(token).await;
         if let Err(err) = &verdict {
-            metrics::counter!("tollgate_jwt_failures_total", "reason" => err.reason()).increment(1);
             tracing::debug!(reason = err.reason(), "refused a JWT");
         }
         verdict
