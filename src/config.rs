@@ -20,6 +20,28 @@ pub struct DatabaseConfig {
     /// `sqlite://path` (created if missing) or `postgres://user@host/db`.
     #[arg(long, env = "TOLLGATE_DATABASE_URL", default_value = "sqlite://tollgate.db")]
     pub database_url: String,
+
+    /// Longest a request waits for the database (pool acquire and
+    /// statement), in ms; past it the request gets 503 `store_unavailable`
+    /// with `Retry-After`. Also the deadline of the health probe.
+    #[arg(long, env = "TOLLGATE_DB_TIMEOUT_MS", default_value_t = crate::store::health::DEFAULT_DB_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    pub db_timeout_ms: u64,
+}
+
+impl DatabaseConfig {
+    /// Defaults for `database_url` (tests, benches).
+    pub fn for_url(database_url: &str) -> Self {
+        DatabaseConfig {
+            database_url: database_url.to_string(),
+            db_timeout_ms: crate::store::health::DEFAULT_DB_TIMEOUT_MS,
+        }
+    }
+
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            timeout: Duration::from_millis(self.db_timeout_ms),
+        }
+    }
 }
 
 /// Everything `tollgate serve` needs.
@@ -41,6 +63,14 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub database: DatabaseConfig,
+
+    /// Answer `/readyz` with 503 while the database is unreachable. Off by
+    /// default: a node whose database is down still serves warm checks
+    /// from memory, and since every node shares the database, taking them
+    /// all out of the load balancer would turn a partial outage into a
+    /// full one.
+    #[arg(long, env = "TOLLGATE_UNREADY_WHEN_STORE_DOWN")]
+    pub unready_when_store_down: bool,
 
     /// Admin bearer token, at least 32 characters. If unset and none is
     /// stored yet, one is generated and written to --admin-token-file;
@@ -288,9 +318,8 @@ impl ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             http: HttpConfig::default(),
             ops_listen: None,
-            database: DatabaseConfig {
-                database_url: database_url.to_string(),
-            },
+            database: DatabaseConfig::for_url(database_url),
+            unready_when_store_down: false,
             admin_token: None,
             admin_token_file: None,
             flush_interval_ms: 500,

@@ -42,7 +42,9 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(config) => serve(*config).await,
             Command::Migrate(db) => {
-                let store = Store::open(&db.database_url).await.context("migrating the database")?;
+                let store = Store::open_with(&db.database_url, db.store_options())
+                    .await
+                    .context("migrating the database")?;
                 eprintln!("migrations applied ({})", store.backend());
                 Ok(())
             }

@@ -89,10 +89,17 @@ impl Actor for EntityActor {
             None => {
                 // Hold the flush lock while reading so that no delta is in
                 // flight between the accumulator and the store: each is
-                // counted once.
-                let _guard = deps.flusher.read_guard().await;
-                let record = deps.store.load_entity(&key, Period::containing(now), now).await?;
-                let pending = deps.deltas.pending(&key);
+                // counted once. Waiting for the lock counts against the
+                // store's deadline (a flush may be stuck on a dead database).
+                let (record, pending) = deps
+                    .store
+                    .health()
+                    .within(async {
+                        let _guard = deps.flusher.read_guard().await;
+                        let record = deps.store.load_entity(&key, Period::containing(now), now).await?;
+                        Ok((record, deps.deltas.pending(&key)))
+                    })
+                    .await?;
                 (
                     load::tier_name(&key, &record).into(),
                     load::restore(&record, &pending, now),

@@ -137,21 +137,35 @@ impl From<AuthError> for ApiError {
 
 impl From<RouteError> for ApiError {
     fn from(err: RouteError) -> Self {
-        tracing::warn!(error = %err, "entity unavailable");
-        Self::unavailable("entity_unavailable")
+        match err {
+            // An entity that cannot load its state: the database is slow
+            // or down (logged by the store's health, not per request).
+            RouteError::Load(_) => Self::unavailable("store_unavailable"),
+            other => {
+                tracing::warn!(error = %other, "entity unavailable");
+                Self::unavailable("entity_unavailable")
+            }
+        }
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        tracing::warn!(error = %err, "store error");
+        // Failing fast is the expected answer during an outage: the
+        // store's health logs the outage once, not once per request.
+        if !matches!(err, StoreError::Unavailable) {
+            tracing::warn!(error = %err, "store error");
+        }
         Self::unavailable("store_unavailable")
     }
 }
 
 impl From<LedgerError> for ApiError {
     fn from(err: LedgerError) -> Self {
-        tracing::warn!(error = %err, "ledger error");
+        match err {
+            LedgerError::Store(store) if matches!(*store, StoreError::Unavailable) => {}
+            err => tracing::warn!(error = %err, "ledger error"),
+        }
         Self::unavailable("store_unavailable")
     }
 }

@@ -65,6 +65,9 @@ pub struct AppState {
     pub metrics_counters: HotCounters,
     pub telemetry: crate::telemetry::TelemetryConfig,
     pub scrape_gauges: crate::telemetry::gauges::ScrapeGauges,
+    /// `--unready-when-store-down`: `/readyz` answers 503 while the
+    /// database is unreachable (by default it stays ready for warm traffic).
+    pub unready_when_store_down: bool,
 }
 
 /// Metrics touched on every check and every usage event, registered once

@@ -25,6 +25,11 @@ pub struct Ready {
     /// Always `ready`.
     #[schema(example = "ready")]
     pub status: &'static str,
+    /// `up`, or `down` while the database is unreachable: warm checks are
+    /// still served from memory; cold checks and usage answer 503
+    /// `store_unavailable` at once.
+    #[schema(example = "up")]
+    pub store: &'static str,
     /// Entities (users, organisations, guests) held in memory on this node.
     pub resident_entities: usize,
 }
@@ -45,7 +50,11 @@ pub async fn healthz() -> Json<Health> {
 
 /// Readiness
 ///
-/// The node can serve: its database answers. Public; for load balancers.
+/// The node can serve. Public; for load balancers. Never waits for the
+/// database: it reports the store's health as last seen by real queries
+/// and a probe every 500 ms. A node whose database is down stays ready
+/// (`"store": "down"`) for the warm traffic it still serves, unless it
+/// runs with `--unready-when-store-down` (then 503 `store_unavailable`).
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -62,17 +71,16 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     if !app.cluster.is_ready() {
         return ApiError::unavailable("not_ready").into_response();
     }
-    match app.store.ping().await {
-        Ok(()) => Json(Ready {
-            status: "ready",
-            resident_entities: app.router.local().resident(),
-        })
-        .into_response(),
-        Err(err) => {
-            tracing::warn!(error = %err, "readiness: database unavailable");
-            ApiError::unavailable("not_ready").into_response()
-        }
+    let store_up = app.store.health().is_up();
+    if !store_up && app.unready_when_store_down {
+        return ApiError::unavailable("store_unavailable").into_response();
     }
+    Json(Ready {
+        status: "ready",
+        store: if store_up { "up" } else { "down" },
+        resident_entities: app.router.local().resident(),
+    })
+    .into_response()
 }
 
 /// Prometheus metrics

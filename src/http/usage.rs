@@ -157,7 +157,7 @@ pub async fn record(
         cost_usd,
         created_at_ms: now_ms(),
     };
-    let receipt = usage::record(&app.router, &app.ledger, row, reservation.as_ref()).await?;
+    let receipt = usage::record(&app.router, &app.ledger, app.store.health(), row, reservation.as_ref()).await?;
     app.metrics_counters.usage(receipt.duplicate).increment(1);
     if !receipt.duplicate {
         crate::telemetry::usage::record(

@@ -18,7 +18,7 @@ use crate::identity::api_keys::ApiKeys;
 use crate::identity::jwt::JwtVerifier;
 use crate::identity::{Authenticator, Directory};
 use crate::ledger::{self, Ledger};
-use crate::router::deltas::CounterDeltas;
+use crate::router::deltas::{CounterDeltas, MIN_MAX_PENDING_ENTITIES};
 use crate::router::flusher::Flusher;
 use crate::router::peer_handler::PeerHandler;
 use crate::router::{EntityRouter, LocalEntities, PassivationPolicy, spawn_sweeper};
@@ -74,7 +74,7 @@ impl Node {
         // Before anything registers a metric handle: a handle taken before
         // the recorder exists would count into nothing.
         crate::telemetry::install();
-        let store = Store::open(&config.database.database_url).await?;
+        let store = Store::open_with(&config.database.database_url, config.database.store_options()).await?;
         let catalog = Arc::new(Catalog::new(store.load_tiers().await?, store.load_prices().await?));
         let (admin, source) = admin_token::resolve(&store, config.admin_token.as_deref(), &config.admin_token_file())
             .await
@@ -104,7 +104,12 @@ impl Node {
             ClusterNode::single(config.listen)
         };
 
-        let deltas = Arc::new(CounterDeltas::default());
+        let max_entities = usize::try_from(config.max_entities).unwrap_or(usize::MAX);
+        // Room for every resident entity's deltas many times over: the cap
+        // bounds memory, it is never meant to be met (see router/deltas.rs).
+        let deltas = Arc::new(CounterDeltas::with_cap(
+            max_entities.saturating_mul(4).max(MIN_MAX_PENDING_ENTITIES),
+        ));
         let flusher = Arc::new(Flusher::new(deltas.clone(), store.clone()));
         let (supervisor, _) = Actor::spawn(None, EntitySupervisor, ())
             .await
@@ -116,7 +121,6 @@ impl Node {
             flusher: flusher.clone(),
             takeover: cluster.routing.clone().map(|r| r as Arc<dyn Takeover>),
         };
-        let max_entities = usize::try_from(config.max_entities).unwrap_or(usize::MAX);
         let local = Arc::new(LocalEntities::new(supervisor.get_cell(), deps, max_entities));
         let router = match &cluster.routing {
             Some(routing) => EntityRouter::clustered(local.clone(), routing.clone()),
@@ -147,6 +151,7 @@ impl Node {
             sweep_every: (config.idle_timeout() / 10).clamp(Duration::from_millis(200), Duration::from_secs(10)),
         };
         let mut tasks = vec![
+            store.spawn_probe(),
             flusher.clone().spawn(config.flush_interval()),
             spawn_sweeper(local.clone(), policy),
             keys.clone().spawn_last_used_writer(KEY_USE_WRITE_INTERVAL),
@@ -199,6 +204,7 @@ impl Node {
             metrics_counters: http::HotCounters::register(),
             telemetry: config.telemetry.clone(),
             scrape_gauges: Default::default(),
+            unready_when_store_down: config.unready_when_store_down,
         });
         let ops_listener = match config.ops_listen {
             Some(addr) => Some(TcpListener::bind(addr).await?),

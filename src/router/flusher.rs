@@ -2,11 +2,14 @@
 //! request-counter deltas in one batched upsert.
 //!
 //! A crash loses at most one interval of request counts, never money (money
-//! goes through the ledger, which acknowledges only after commit).
+//! goes through the ledger, which acknowledges only after commit). While
+//! the database is down, each flush fails at once and its deltas go back to
+//! the accumulator, so a crash during an outage loses the counts since the
+//! outage began (see README, "When the database is down").
 
 use super::deltas::CounterDeltas;
 use crate::entity::EntityKey;
-use crate::store::{CounterDelta, Store, StoreResult};
+use crate::store::{CounterDelta, Store, StoreError, StoreResult};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, MutexGuard};
@@ -14,6 +17,11 @@ use tokio::sync::{Mutex, MutexGuard};
 /// Told which entities' deltas the store refused because another node
 /// has claimed them since (cluster mode): their actors here are stale.
 pub type FencedHandler = Arc<dyn Fn(Vec<EntityKey>) + Send + Sync>;
+
+/// Counter rows per statement: one interval's worth at full speed (tens
+/// of ms to write), so that a backlog flushed after an outage never makes
+/// one statement long enough to pass `--db-timeout-ms`.
+const FLUSH_CHUNK: usize = 10_000;
 
 pub struct Flusher {
     deltas: Arc<CounterDeltas>,
@@ -58,11 +66,28 @@ impl Flusher {
         self.write(batch).await
     }
 
-    /// Writes a batch; deltas the fence refused are written again without
+    /// Writes a batch in chunks of [`FLUSH_CHUNK`], each one statement
+    /// within the store's deadline (after an outage the backlog can be far
+    /// larger than one interval's). On a failure the unwritten rest goes
+    /// back to the accumulator.
+    async fn write(&self, batch: Vec<CounterDelta>) -> StoreResult<()> {
+        let mut chunk = batch;
+        while !chunk.is_empty() {
+            let rest = chunk.split_off(chunk.len().min(FLUSH_CHUNK));
+            if let Err(err) = self.write_chunk(chunk).await {
+                self.deltas.restore(rest);
+                return Err(err);
+            }
+            chunk = rest;
+        }
+        Ok(())
+    }
+
+    /// Writes one chunk; deltas the fence refused are written again without
     /// it (they count requests that really were admitted, and dropping
     /// them would let a stale owner admit more after reloading), and their
     /// entities are reported so this node stops serving them.
-    async fn write(&self, batch: Vec<CounterDelta>) -> StoreResult<()> {
+    async fn write_chunk(&self, batch: Vec<CounterDelta>) -> StoreResult<()> {
         let fenced = match self.store.flush_counters(&batch).await {
             Ok(fenced) => fenced,
             Err(err) => {
@@ -146,10 +171,17 @@ impl Flusher {
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
-                if let Err(err) = self.flush().await {
-                    metrics::counter!("tollgate_window_flush_errors_total").increment(1);
-                    tracing::warn!(error = %err, "counter flush failed; will retry");
+                match self.flush().await {
+                    Ok(_) => {}
+                    // Known outage: the deltas wait here (the store's
+                    // health has logged it once).
+                    Err(StoreError::Unavailable) => {}
+                    Err(err) => {
+                        metrics::counter!("tollgate_window_flush_errors_total").increment(1);
+                        tracing::warn!(error = %err, "counter flush failed; will retry");
+                    }
                 }
+                metrics::gauge!("tollgate_window_deltas_pending_entities").set(self.deltas.pending_entities() as f64);
             }
         })
     }

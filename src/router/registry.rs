@@ -242,6 +242,13 @@ impl LocalEntities {
     }
 
     async fn start(&self, key: &EntityKey) -> Result<ActorRef<EntityMsg>, RouteError> {
+        // While the database is known to be down a cold entity cannot load:
+        // refuse at once rather than start an actor (and log) per request.
+        self.deps
+            .store
+            .health()
+            .fail_fast()
+            .map_err(|e| RouteError::Load(e.to_string()))?;
         let args = EntityArgs {
             key: key.clone(),
             deps: self.deps.clone(),

@@ -5,8 +5,10 @@ use crate::actor::{EntityView, Settlement};
 use crate::entity::EntityKey;
 use crate::ledger::{Ledger, LedgerError};
 use crate::router::{EntityRouter, RouteError};
-use crate::store::{UsageOutcome, UsageRow};
+use crate::store::health::StoreHealth;
+use crate::store::{StoreError, UsageOutcome, UsageRow};
 use rust_decimal::Decimal;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
@@ -28,16 +30,25 @@ pub struct UsageReceipt {
 /// tells each charged entity its new spend total. The row is durable
 /// before this returns Ok; if settling fails afterwards the spend is still
 /// right (actors reload it from the store) and the hold expires by itself.
+///
+/// The commit waits at most the store's deadline, and not at all while the
+/// store is down (503 `store_unavailable`; nothing acknowledged, so the
+/// client retries with the same `event_id`, which never counts twice).
 pub async fn record(
     router: &EntityRouter,
     ledger: &Ledger,
+    health: &StoreHealth,
     row: UsageRow,
     reservation: Option<&ReservationId>,
 ) -> Result<UsageReceipt, UsageError> {
     let entities: Vec<EntityKey> = row.subject.entities();
     let hold = reservation.map(|r| r.hold);
     let cost = row.cost_usd.value();
-    let outcome = ledger.record(row).await?;
+    let unavailable = |err: StoreError| LedgerError::Store(Arc::new(err));
+    health.fail_fast().map_err(unavailable)?;
+    let outcome = tokio::time::timeout(health.timeout(), ledger.record(row))
+        .await
+        .unwrap_or_else(|_| Err(unavailable(StoreError::Timeout(health.timeout()))))?;
     let (duplicate, cost_usd, totals) = match outcome {
         UsageOutcome::Recorded { spend } => (false, None, spend),
         UsageOutcome::Duplicate { cost_usd } => (true, Some(cost_usd), Vec::new()),

@@ -5,6 +5,7 @@
 //! flusher (one batched statement per flush) and by the usage ledger (one
 //! transaction per group commit).
 
+pub mod health;
 mod postgres;
 mod sqlite;
 #[doc(hidden)]
@@ -42,6 +43,12 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("corrupt value in column {column}: {value}")]
     Corrupt { column: &'static str, value: String },
+    /// A database wait passed `--db-timeout-ms`.
+    #[error("the database did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The store is known to be down: refused without trying.
+    #[error("the database is unreachable (failing fast until it answers again)")]
+    Unavailable,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -173,6 +180,21 @@ pub struct RecordedBatch {
     pub alerts: AlertsFired,
 }
 
+/// How a store connects and how long the request path waits for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Bound on every database wait: pool acquire and statement alike.
+    pub timeout: std::time::Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            timeout: std::time::Duration::from_millis(health::DEFAULT_DB_TIMEOUT_MS),
+        }
+    }
+}
+
 /// A connected store. Cloning is cheap (pools are shared).
 #[derive(Clone, Debug)]
 pub enum Store {
@@ -180,12 +202,19 @@ pub enum Store {
     Postgres(PgStore),
 }
 
+/// Runs a backend call unless the store is known to be down, bounded by
+/// the store's deadline, and feeds its outcome to the store's health.
 macro_rules! dispatch {
     ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            Store::Sqlite($s) => $e,
-            Store::Postgres($s) => $e,
-        }
+        $self
+            .health()
+            .gated(async {
+                match $self {
+                    Store::Sqlite($s) => $e,
+                    Store::Postgres($s) => $e,
+                }
+            })
+            .await
     };
 }
 
@@ -201,25 +230,47 @@ impl Store {
     /// Connects to `sqlite://path` (file created if missing) or
     /// `postgres://…`, and runs the migrations.
     pub async fn open(url: &str) -> StoreResult<Store> {
-        let store = Self::connect(url).await?;
+        Self::open_with(url, StoreOptions::default()).await
+    }
+
+    /// [`Store::open`] with explicit options.
+    pub async fn open_with(url: &str, options: StoreOptions) -> StoreResult<Store> {
+        let store = Self::connect_with(url, options).await?;
         store.migrate().await?;
         Ok(store)
     }
 
     /// Connects without migrating.
     pub async fn connect(url: &str) -> StoreResult<Store> {
+        Self::connect_with(url, StoreOptions::default()).await
+    }
+
+    /// [`Store::connect`] with explicit options.
+    pub async fn connect_with(url: &str, options: StoreOptions) -> StoreResult<Store> {
         if url.starts_with("sqlite:") {
-            Ok(Store::Sqlite(SqliteStore::connect(url).await?))
+            Ok(Store::Sqlite(SqliteStore::connect(url, options).await?))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Store::Postgres(PgStore::connect(url).await?))
+            Ok(Store::Postgres(PgStore::connect(url, options).await?))
         } else {
             Err(StoreError::UnsupportedUrl(url.to_string()))
         }
     }
 
-    /// Applies the backend's migrations (idempotent).
+    /// Applies the backend's migrations (idempotent). Not bounded by the
+    /// request deadline: a migration may take as long as it takes.
     pub async fn migrate(&self) -> StoreResult<()> {
-        dispatch!(self, s => s.migrate().await)
+        match self {
+            Store::Sqlite(s) => s.migrate().await,
+            Store::Postgres(s) => s.migrate().await,
+        }
+    }
+
+    /// This store's health (shared by its clones).
+    pub fn health(&self) -> &health::StoreHealth {
+        match self {
+            Store::Sqlite(s) => s.health(),
+            Store::Postgres(s) => s.health(),
+        }
     }
 
     pub fn backend(&self) -> &'static str {
@@ -229,9 +280,37 @@ impl Store {
         }
     }
 
-    /// Cheap liveness probe (`SELECT 1`).
+    /// Cheap liveness probe (`SELECT 1`), gated like every call.
     pub async fn ping(&self) -> StoreResult<()> {
         dispatch!(self, s => s.ping().await)
+    }
+
+    /// The periodic probe: `SELECT 1` within the deadline even while the
+    /// store is down (its first success marks the store up again).
+    pub async fn probe(&self) -> StoreResult<()> {
+        self.health()
+            .timed(async {
+                match self {
+                    Store::Sqlite(s) => s.ping().await,
+                    Store::Postgres(s) => s.ping().await,
+                }
+            })
+            .await
+    }
+
+    /// Probes every [`health::PROBE_EVERY`] until the task is aborted.
+    pub fn spawn_probe(&self) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(health::PROBE_EVERY);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                if let Err(err) = store.probe().await {
+                    tracing::debug!(error = %err, "store probe failed");
+                }
+            }
+        })
     }
 
     // --- catalogue: tiers, prices, settings -------------------------------

@@ -6,6 +6,8 @@
 //! Multi-row writes are applied in a sorted order so that two nodes
 //! writing overlapping rows lock them in the same order (no deadlocks).
 
+use super::StoreOptions;
+use super::health::StoreHealth;
 use super::{
     CounterDelta, EntityRecord, StoreError, StoreResult, WindowCount, WindowKind, aggregate_deltas, count_from_db,
     stored, stored_threshold, stored_usd, to_i64,
@@ -19,6 +21,9 @@ use crate::limits::tier::Tier;
 use crate::money::Usd;
 use rust_decimal::Decimal;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -57,26 +62,46 @@ type TierRow = (String, i64, Option<i64>, Option<i32>, Decimal);
 /// Connections in the pool.
 const POOL_SIZE: u32 = 16;
 
-/// A Postgres store. Cloning shares the pool.
+/// A pooled connection is replaced after this long, so that after a
+/// failover every connection ends up on the new primary even if the old
+/// one never closed them.
+const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+
+/// The pool: acquiring waits at most the store's deadline, and every
+/// connection is pinged before it is handed out, so one that a restart or
+/// failover broke is discarded, never reused.
+fn pool_options(options: StoreOptions) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(POOL_SIZE)
+        .acquire_timeout(options.timeout)
+        .test_before_acquire(true)
+        .max_lifetime(MAX_CONNECTION_LIFETIME)
+}
+
+/// A Postgres store. Cloning shares the pool and its health.
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    health: Arc<StoreHealth>,
 }
 
 impl PgStore {
-    pub async fn connect(url: &str) -> StoreResult<Self> {
-        let pool = PgPoolOptions::new().max_connections(POOL_SIZE).connect(url).await?;
-        Ok(PgStore { pool })
+    pub async fn connect(url: &str, options: StoreOptions) -> StoreResult<Self> {
+        Self::connect_with(PgConnectOptions::from_str(url)?, options).await
     }
 
-    /// Connects with ready-made options (the test helpers name a fresh
-    /// database this way).
-    pub(super) async fn connect_with(options: PgConnectOptions) -> StoreResult<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(POOL_SIZE)
-            .connect_with(options)
-            .await?;
-        Ok(PgStore { pool })
+    /// Connects with ready-made connection options (the test helpers name
+    /// a fresh database this way).
+    pub(super) async fn connect_with(connect: PgConnectOptions, options: StoreOptions) -> StoreResult<Self> {
+        let pool = pool_options(options).connect_with(connect).await?;
+        Ok(PgStore {
+            pool,
+            health: Arc::new(StoreHealth::new(options.timeout)),
+        })
+    }
+
+    pub(super) fn health(&self) -> &StoreHealth {
+        &self.health
     }
 
     pub async fn migrate(&self) -> StoreResult<()> {

@@ -7,6 +7,8 @@
 //! transaction (which holds the write lock from the start, so the
 //! read-modify-write cannot race another writer).
 
+use super::StoreOptions;
+use super::health::StoreHealth;
 use super::{
     CounterDelta, EntityRecord, StoreError, StoreResult, WindowCount, WindowKind, aggregate_deltas, checked_add,
     count_from_db, stored, stored_threshold, stored_usd, to_i64,
@@ -20,9 +22,9 @@ use crate::limits::tier::Tier;
 use crate::money::Usd;
 use rust_decimal::Decimal;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{Connection, QueryBuilder, Sqlite};
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -54,29 +56,43 @@ mod ownership;
 mod summary;
 mod usage;
 
-/// A SQLite store. Cloning shares the pool.
+/// A SQLite store. Cloning shares the pool and its health.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    health: Arc<StoreHealth>,
 }
 
 impl SqliteStore {
     /// Opens (creating if missing) the database file named by a
     /// `sqlite://path` URL: WAL journal, `synchronous = FULL` (an
     /// acknowledged usage row survives power loss), foreign keys on, and a
-    /// 5 s busy timeout.
-    pub async fn connect(url: &str) -> StoreResult<Self> {
-        let options = SqliteConnectOptions::from_str(url)?
+    /// busy timeout of the store's deadline (a writer that would wait longer
+    /// for the lock answers 503 like any other slow database wait).
+    pub async fn connect(url: &str, options: StoreOptions) -> StoreResult<Self> {
+        let connect = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5))
+            .busy_timeout(options.timeout)
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(POOL_SIZE)
-            .connect_with(options)
+            .acquire_timeout(options.timeout)
+            // A COMMIT that fails (SQLITE_FULL on a full disk) leaves the
+            // transaction open, holding the write lock: such a connection
+            // is closed (which rolls it back), never handed out again.
+            .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
+            .connect_with(connect)
             .await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            health: Arc::new(StoreHealth::new(options.timeout)),
+        })
+    }
+
+    pub(super) fn health(&self) -> &StoreHealth {
+        &self.health
     }
 
     pub async fn migrate(&self) -> StoreResult<()> {

@@ -84,7 +84,7 @@ async fn new_postgres_database() -> Option<Store> {
     let options = PgConnectOptions::from_str(&url)
         .unwrap_or_else(|e| panic!("bad {TEST_DATABASE_URL_VAR} {url}: {e}"))
         .database(&name);
-    let store = PgStore::connect_with(options)
+    let store = PgStore::connect_with(options, super::StoreOptions::default())
         .await
         .map(Store::Postgres)
         .unwrap_or_else(|e| panic!("cannot connect to test database {name}: {e}"));

@@ -102,6 +102,30 @@ pub const METRICS: &[Metric] = &[
     ),
     // --- the store (2: database connection pool usage) ---------------------
     metric!(
+        "tollgate_store_up",
+        Gauge,
+        [],
+        "1 while the database answers, 0 while it is known unreachable (cold checks and usage fail fast)."
+    ),
+    metric!(
+        "tollgate_store_outages_total",
+        Counter,
+        [],
+        "Times the database was marked unreachable (three unreachable outcomes in a row)."
+    ),
+    metric!(
+        "tollgate_store_fail_fast_total",
+        Counter,
+        [],
+        "Store calls refused at once because the database was known unreachable."
+    ),
+    metric!(
+        "tollgate_store_timeouts_total",
+        Counter,
+        [],
+        "Store calls that passed --db-timeout-ms."
+    ),
+    metric!(
         "tollgate_db_pool_connections",
         Gauge,
         ["backend", "state"],
@@ -154,6 +178,18 @@ pub const METRICS: &[Metric] = &[
         Counter,
         [],
         "Window count flushes that failed (the deltas are kept and retried)."
+    ),
+    metric!(
+        "tollgate_window_deltas_pending_entities",
+        Gauge,
+        [],
+        "Entities with window count deltas not yet written (grows while the database is down)."
+    ),
+    metric!(
+        "tollgate_window_deltas_dropped_total",
+        Counter,
+        [],
+        "Window count deltas dropped because the pending backlog reached its cap."
     ),
     // --- the entity cache (3: warm actor vs cold load) ---------------------
     metric!(

@@ -85,6 +85,16 @@ impl Drop for TestDb {
 }
 
 impl TestDb {
+    /// A database the test owns and manages itself (the outage tests' own
+    /// Postgres server, a SQLite file on a small filesystem).
+    pub fn at(url: String) -> TestDb {
+        TestDb {
+            url,
+            _dir: None,
+            postgres: None,
+        }
+    }
+
     pub async fn new(backend: Backend) -> Option<TestDb> {
         match backend {
             Backend::Sqlite => {
