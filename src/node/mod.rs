@@ -122,6 +122,10 @@ impl Node {
             takeover: cluster.routing.clone().map(|r| r as Arc<dyn Takeover>),
         };
         let local = Arc::new(LocalEntities::new(supervisor.get_cell(), deps, max_entities));
+        if let Some(routing) = &cluster.routing {
+            let routing = routing.clone();
+            local.set_ownership(Arc::new(move |key| routing.target(key) == crate::router::Target::Local));
+        }
         let router = match &cluster.routing {
             Some(routing) => EntityRouter::clustered(local.clone(), routing.clone()),
             None => EntityRouter::new(local.clone()),

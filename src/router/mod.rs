@@ -16,7 +16,7 @@ mod sweeper;
 
 pub use cluster::{ClusterRouting, Target};
 pub use peer::{EntityOp, OpReply, PeerRequest, PeerResponse};
-pub use registry::{LocalEntities, RouteError};
+pub use registry::{LocalEntities, OwnershipCheck, RouteError};
 pub use sweeper::{PassivationPolicy, spawn_sweeper};
 
 use crate::actor::{AdmitReply, EntityMsg, EntityView, Settlement};
@@ -114,7 +114,10 @@ impl EntityRouter {
     /// Counts a check against one entity if its limits allow.
     pub async fn admit(&self, key: &EntityKey, ask: Ask) -> Result<AdmitReply, RouteError> {
         if self.is_local(key) {
-            return self.local.call(key, |reply| EntityMsg::Admit(ask, reply)).await;
+            match self.local.call(key, |reply| EntityMsg::Admit(ask, reply)).await {
+                Err(RouteError::Moved) => {}
+                done => return done,
+            }
         }
         match self.remote(key, EntityOp::Admit(ask)).await? {
             OpReply::Admit(reply) => Ok(reply),
@@ -125,7 +128,10 @@ impl EntityRouter {
     /// Takes back an admission.
     pub async fn undo(&self, key: &EntityKey, admitted: Admitted) -> Result<EntityView, RouteError> {
         if self.is_local(key) {
-            return self.local.call(key, |reply| EntityMsg::Undo(admitted, reply)).await;
+            match self.local.call(key, |reply| EntityMsg::Undo(admitted, reply)).await {
+                Err(RouteError::Moved) => {}
+                done => return done,
+            }
         }
         view_of(self.remote(key, EntityOp::Undo(admitted)).await?)
     }
@@ -142,7 +148,10 @@ impl EntityRouter {
     /// Applies a committed usage event to an entity.
     pub async fn settle(&self, key: &EntityKey, settlement: Settlement) -> Result<EntityView, RouteError> {
         if self.is_local(key) {
-            return self.local.call(key, |reply| EntityMsg::Settle(settlement, reply)).await;
+            match self.local.call(key, |reply| EntityMsg::Settle(settlement, reply)).await {
+                Err(RouteError::Moved) => {}
+                done => return done,
+            }
         }
         view_of(self.remote(key, EntityOp::Settle(settlement)).await?)
     }
@@ -150,7 +159,10 @@ impl EntityRouter {
     /// Drops a hold.
     pub async fn release(&self, key: &EntityKey, hold: Uuid) -> Result<Option<Decimal>, RouteError> {
         if self.is_local(key) {
-            return self.local.call(key, |reply| EntityMsg::Release(hold, reply)).await;
+            match self.local.call(key, |reply| EntityMsg::Release(hold, reply)).await {
+                Err(RouteError::Moved) => {}
+                done => return done,
+            }
         }
         match self.remote(key, EntityOp::Release(hold)).await? {
             OpReply::Released(amount) => Ok(amount),

@@ -43,9 +43,11 @@ impl Handler<PeerRequest, PeerResponse> for PeerHandler {
             PeerRequest::Surrender { key, to } => {
                 // Route new requests to the new owner before letting go, so
                 // none is served here from what is about to be stale.
+                if self.local.is_resident(&key) {
+                    self.cluster.note_moved(&key, NodeId::new(to));
+                }
                 let snapshot = self.local.surrender(&key).await;
                 if snapshot.is_some() {
-                    self.cluster.note_moved(&key, NodeId::new(to));
                     metrics::counter!("tollgate_handoffs_total", "direction" => "out").increment(1);
                 }
                 // Our own deltas go to the store under our epoch before the

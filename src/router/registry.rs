@@ -42,7 +42,15 @@ pub enum RouteError {
     /// memory past the cap.
     #[error("too many entities are resident; retry shortly")]
     Full,
+    /// The entity was handed to another node while this call waited for
+    /// it here; the router sends the call to the new owner.
+    #[error("the entity moved to another node")]
+    Moved,
 }
+
+/// Whether this node owns an entity now (the cluster's routing; always
+/// true on a single node).
+pub type OwnershipCheck = Arc<dyn Fn(&EntityKey) -> bool + Send + Sync>;
 
 /// One resident (or starting) entity.
 #[derive(Debug)]
@@ -73,6 +81,10 @@ pub struct LocalEntities {
     room_wanted: Notify,
     /// Woken by the sweeper after a pass.
     room_made: Notify,
+    /// Set by a clustered node: a call whose actor stopped under it (a
+    /// hand-off) starts a new one here only if this node still owns the
+    /// entity.
+    ownership: std::sync::OnceLock<OwnershipCheck>,
     /// `tollgate_entity_lookups_total` {warm, cold}, registered once: they
     /// are bumped on every entity call.
     warm: metrics::Counter,
@@ -88,6 +100,7 @@ impl LocalEntities {
             epoch: Instant::now(),
             max_entities: max_entities.max(1),
             placed: AtomicUsize::new(0),
+            ownership: std::sync::OnceLock::new(),
             warm: metrics::counter!("tollgate_entity_lookups_total", "result" => "warm"),
             cold: metrics::counter!("tollgate_entity_lookups_total", "result" => "cold"),
             room_wanted: Notify::new(),
@@ -158,8 +171,20 @@ impl LocalEntities {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// Installs the ownership check (once; a clustered node at start-up).
+    pub fn set_ownership(&self, check: OwnershipCheck) {
+        let _ = self.ownership.set(check);
+    }
+
+    fn owns(&self, key: &EntityKey) -> bool {
+        self.ownership.get().is_none_or(|owns| owns(key))
+    }
+
     /// Sends a message built by `build` and awaits the reply, starting the
-    /// actor if needed and retrying on a fresh actor if the old one is gone.
+    /// actor if needed and retrying on a fresh actor if the old one is gone
+    /// — unless it was handed to another node meanwhile
+    /// ([`RouteError::Moved`]: restarting it here from the store would
+    /// serve it in two places).
     pub async fn call<R, F>(&self, key: &EntityKey, build: F) -> Result<R, RouteError>
     where
         R: Send + 'static,
@@ -170,8 +195,14 @@ impl LocalEntities {
             match actor.call(&build, None).await {
                 Ok(CallResult::Success(reply)) => return Ok(reply),
                 Ok(CallResult::Timeout) => return Err(RouteError::Timeout),
-                // Stopped or crashed: forget it and start afresh.
-                Ok(CallResult::SenderError) | Err(_) => self.forget(key, &slot),
+                // Stopped or crashed: forget it and start afresh, if it
+                // is still ours.
+                Ok(CallResult::SenderError) | Err(_) => {
+                    self.forget(key, &slot);
+                    if !self.owns(key) {
+                        return Err(RouteError::Moved);
+                    }
+                }
             }
         }
         Err(RouteError::Unavailable)
@@ -242,6 +273,11 @@ impl LocalEntities {
     }
 
     async fn start(&self, key: &EntityKey) -> Result<ActorRef<EntityMsg>, RouteError> {
+        // A call that decided "local" just before a hand-off must not load
+        // the entity here again from the store.
+        if !self.owns(key) {
+            return Err(RouteError::Moved);
+        }
         // While the database is known to be down a cold entity cannot load:
         // refuse at once rather than start an actor (and log) per request.
         self.deps
